@@ -1,0 +1,192 @@
+"""Learning sigma under the constraint ``E||f' - f||^2 = beta * delta_f^2`` (both methods' loops).
+
+The math lives in ``estimators.py``; this module holds the sampling and the optimisation loop:
+Adam on ``log sigma`` for the Lagrangian, the multiplier adapted per (layer, image) towards a
+ratio of 1, and a final projection onto the constraint by a common scale of sigma (exact for a
+locally linear layer, a small correction otherwise). Noise is drawn per image from its own
+generator, so an image's map does not depend on the other images of the batch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from ._features import FeatureTap
+from ._grid import Grid
+from ._jacobian import rng
+
+
+@dataclass
+class Sampler:
+    """Perturbed forward passes ``h(x + sigma * eps)`` for one layer and a batch of images."""
+
+    tap: FeatureTap
+    layer: str
+    x: torch.Tensor  # [B, C, H, W]
+    f: torch.Tensor  # [B, m] clean feature, flattened
+    grid: Grid
+    gens: list[torch.Generator]
+    jacobian: torch.Tensor | None = None  # [B, m, C*H*W] when known exactly (small features)
+
+    def noise(self, draws: int) -> torch.Tensor:
+        C, H, W = self.x.shape[1:]
+        eps = [torch.randn(draws, C, H, W, generator=g, device=self.x.device, dtype=self.x.dtype) for g in self.gens]
+        return torch.stack(eps, 1)  # [D, B, C, H, W]
+
+    def features(self, log_sigma: torch.Tensor, draws: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Perturbed features ``[D, B, *feature_shape]`` and unbiased estimates ``[D, B]`` of
+        ``E||f' - f||^2``.
+
+        When the Jacobian is known, the linear part's exact expectation replaces its sampled
+        value (a control variate): ``||f'-f||^2 - ||J dx||^2 + sum_u sigma_u^2 ||J_u||^2``. Same
+        mean, and for a small, nearly linear feature (logits) almost no variance.
+        """
+        sigma_pix = self.grid.to_pixels(log_sigma.exp())  # [B, 1, H, W]
+        dx = sigma_pix.unsqueeze(0) * self.noise(draws)
+        xp = self.x.unsqueeze(0) + dx
+        D, B = xp.shape[:2]
+        fp = self.tap(xp.reshape(D * B, *xp.shape[2:]), [self.layer])[self.layer]
+        fp = fp.reshape(D, B, *fp.shape[1:])
+        dist = (fp.reshape(D, B, -1) - self.f.unsqueeze(0)).pow(2).sum(-1)
+        if self.jacobian is not None:
+            J = self.jacobian
+            linear = torch.einsum("bmn,dbn->dbm", J, dx.reshape(D, B, -1)).pow(2).sum(-1)
+            var = sigma_pix.pow(2).expand_as(self.x).reshape(B, -1)
+            dist = dist - linear + (var * J.pow(2).sum(1)).sum(-1)
+        return fp, dist
+
+
+def measure_ratio(
+    sampler: Sampler,
+    log_sigma: torch.Tensor,
+    norm: torch.Tensor,
+    draws: int,
+    max_draws: int,
+    rel_se: float = 0.01,
+    per_draw: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    min_draws: int = 0,
+    fixed_n: torch.Tensor | None = None,
+):
+    """Sample ``r = E||f'-f||^2 / norm`` per image, in rounds of ``draws``, until the relative
+    standard error of ``r`` is below ``rel_se`` (at least ``min_draws``, at most ``max_draws``).
+
+    Each image stops at its own count and uses only its own first draws, so its result does not
+    depend on the other images of the batch; ``fixed_n [B]`` imposes the counts instead.
+    ``per_draw(fp)`` optionally maps each round's perturbed features ``[D, B, ...]`` to a quantity
+    ``[D, B, ...]`` whose mean over each image's draws is returned too (used for RU).
+    Returns ``(r [B], se [B], extra_mean or None, n_draws [B])``.
+    """
+    B = norm.shape[0]
+    stop = fixed_n.clone() if fixed_n is not None else torch.zeros(B, dtype=torch.long, device=norm.device)
+    vals, extras, n = [], [], 0
+    with torch.no_grad():
+        while True:
+            fp, dist = sampler.features(log_sigma, draws)
+            vals.append(dist / norm)
+            if per_draw is not None:
+                extras.append(per_draw(fp).sum(0))
+            n += draws
+            if fixed_n is None:
+                allv = torch.cat(vals)
+                r, se = allv.mean(0), allv.std(0) / math.sqrt(n)
+                done = (n >= max_draws) | ((n >= min_draws) & (se <= rel_se * r.clamp_min(1e-30)))
+                stop = torch.where((stop == 0) & done, torch.full_like(stop, n), stop)
+            if bool((stop > 0).all()) and n >= int(stop.max()):
+                break
+    allv = torch.cat(vals)  # [n, B]
+    used = (torch.arange(n, device=allv.device)[:, None] < stop[None, :]).to(allv.dtype)
+    cnt = stop.to(allv.dtype)
+    r = (allv * used).sum(0) / cnt
+    se = torch.sqrt(((allv - r).pow(2) * used).sum(0) / (cnt - 1).clamp_min(1) / cnt)
+    extra = None
+    if extras:  # per-image prefix of the per-round sums (counts are whole rounds)
+        cum = torch.stack(extras).cumsum(0)  # [rounds, B, ...]
+        pick = (stop // draws - 1).clamp_min(0)
+        extra = cum[pick, torch.arange(B, device=cum.device)] / cnt.reshape(B, *[1] * (cum.dim() - 2))
+    return r, se, extra, stop
+
+
+def lagrangian_descent(
+    sampler: Sampler,
+    log_sigma0: torch.Tensor,
+    delta_f2: torch.Tensor,
+    beta: float,
+    entropy: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    steps: int,
+    draws: int,
+    lr: float,
+    log_sigma_max: float,
+    dual_rate: float = 0.1,
+):
+    """Minimise ``E||f'-f||^2 / delta_f^2 - lambda * entropy`` over ``log sigma`` (Eq. 3 / 7).
+
+    ``entropy(log_sigma [B, G], fp [D, B, ...]) -> [B]`` is the mean pixel-wise entropy term.
+    lambda starts at ``2 * beta`` (the exact optimum for a linear layer) and follows
+    ``lambda <- lambda * r_avg^-dual_rate`` so that the achieved ratio ``r`` approaches 1.
+    Returns ``(log_sigma [B, G], lambda [B], ratio trace [steps, B])``.
+    """
+    s = log_sigma0.detach().clone().requires_grad_(True)
+    B = s.shape[0]
+    lam = torch.full((B,), 2 * beta, device=s.device, dtype=s.dtype)
+    opt = torch.optim.Adam([s], lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
+    r_avg = None
+    trace = []
+    for _ in range(steps):
+        with torch.enable_grad():
+            fp, dist = sampler.features(s, draws)
+            loss = (dist.mean(0) / delta_f2 - lam * entropy(s, fp)).sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+        opt.step()
+        sched.step()
+        with torch.no_grad():
+            s.clamp_(max=log_sigma_max)
+            r = dist.detach().mean(0) / (beta * delta_f2)
+            r_avg = r if r_avg is None else 0.9 * r_avg + 0.1 * r
+            lam *= r_avg.clamp_min(1e-6).pow(-dual_rate)
+            trace.append(r)
+    return s.detach(), lam, torch.stack(trace) if trace else None
+
+
+def project_scale(
+    sampler: Sampler,
+    log_sigma: torch.Tensor,
+    norm: torch.Tensor,
+    log_sigma_max: float,
+    draws: int,
+    max_draws: int,
+    rtol: float = 0.005,
+    iterations: int = 5,
+):
+    """Rescale sigma per image so the ratio on a fixed noise sample is within ``rtol`` of 1.
+
+    For a locally linear layer ``r`` grows as ``sigma^2``, so ``log sigma -= 0.5 log r`` lands on
+    the constraint in one step; a few iterations absorb the curvature of a real network. The
+    same noise is replayed in every iteration (common random numbers), so the iteration
+    converges instead of chasing sampling noise; the caller measures the result on fresh noise.
+    """
+    s = log_sigma.clone()
+    states = [g.get_state() for g in sampler.gens]
+    n = None
+    for _ in range(iterations):
+        for g, state in zip(sampler.gens, states):
+            g.set_state(state)
+        if n is None:
+            r, _, _, n = measure_ratio(sampler, s, norm, draws, max_draws)
+        else:
+            r, _, _, _ = measure_ratio(sampler, s, norm, draws, max_draws, fixed_n=n)
+        off = (r - 1).abs() > rtol
+        if not bool(off.any()):
+            break
+        shift = -0.5 * torch.log(r.clamp_min(1e-12))
+        s = torch.where(off[:, None], s + shift[:, None], s).clamp(max=log_sigma_max)
+    return s
+
+
+def image_generators(seed: int, offset: int, B: int, tag: str, device) -> list[torch.Generator]:
+    return [rng(seed, offset + b, tag, device) for b in range(B)]

@@ -1,0 +1,36 @@
+"""The project's own files agree with each other."""
+
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pyproject_requirements() -> set[str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    reqs = set(project["dependencies"])
+    for extra in project["optional-dependencies"].values():
+        reqs |= {r for r in extra if not r.startswith("deepinfo[")}
+    return reqs
+
+
+def test_environment_yml_mirrors_pyproject():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
+    assert set(pip) - {"-e ."} == pyproject_requirements()
+    python = next(d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python"))
+    requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert python == "python" + requires
+
+
+def test_estimator_core_needs_torch_alone():
+    # `pip install deepinfo` without extras must be enough for the estimators.
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    core = {r.split(">")[0].split("<")[0].split("=")[0] for r in project["dependencies"]}
+    assert core == {"torch", "numpy", "tqdm"}
+    for module in ["estimators", "_features", "_grid", "_jacobian", "_solver", "result", "decoder"]:
+        src = (ROOT / "deepinfo" / f"{module}.py").read_text()
+        for heavy in ("torchvision", "captum", "zennit", "matplotlib", "seaborn"):
+            assert f"import {heavy}" not in src and f"from {heavy}" not in src, (module, heavy)
