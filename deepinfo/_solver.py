@@ -162,6 +162,8 @@ def project_scale(
     max_draws: int,
     rtol: float = 0.005,
     iterations: int = 5,
+    rel_se: float = 0.01,
+    only: torch.Tensor | None = None,
 ):
     """Rescale sigma per image so the ratio on a fixed noise sample is within ``rtol`` of 1.
 
@@ -169,6 +171,7 @@ def project_scale(
     the constraint in one step; a few iterations absorb the curvature of a real network. The
     same noise is replayed in every iteration (common random numbers), so the iteration
     converges instead of chasing sampling noise; the caller measures the result on fresh noise.
+    ``only [B]`` restricts the rescaling to some images.
     """
     s = log_sigma.clone()
     states = [g.get_state() for g in sampler.gens]
@@ -177,14 +180,18 @@ def project_scale(
         for g, state in zip(sampler.gens, states):
             g.set_state(state)
         if n is None:
-            r, _, _, n = measure_ratio(sampler, s, norm, draws, max_draws)
+            r, _, _, n = measure_ratio(sampler, s, norm, draws, max_draws, rel_se=rel_se)
         else:
             r, _, _, _ = measure_ratio(sampler, s, norm, draws, max_draws, fixed_n=n)
         off = (r - 1).abs() > rtol
+        if only is not None:  # images already on the constraint keep their sigma
+            off = off & only
         if not bool(off.any()):
             break
         shift = -0.5 * torch.log(r.clamp_min(1e-12))
-        s = torch.where(off[:, None], s + shift[:, None], s).clamp(max=log_sigma_max)
+        # cells at the cap stay there: the layer ignores them, the budget belongs to the others
+        move = off[:, None] & (s < log_sigma_max - 1e-6)
+        s = torch.where(move, s + shift[:, None], s).clamp(max=log_sigma_max)
     return s
 
 
