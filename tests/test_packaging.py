@@ -30,7 +30,7 @@ def test_estimator_core_needs_torch_alone():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     core = {r.split(">")[0].split("<")[0].split("=")[0] for r in project["dependencies"]}
     assert core == {"torch", "numpy", "tqdm"}
-    for module in ["estimators", "_features", "_grid", "_jacobian", "_solver", "result", "decoder"]:
+    for module in ["estimators", "_engine", "_features", "_grid", "_jacobian", "_solver", "result", "decoder"]:
         src = (ROOT / "deepinfo" / f"{module}.py").read_text()
         for heavy in ("torchvision", "captum", "zennit", "matplotlib", "seaborn"):
             assert f"import {heavy}" not in src and f"from {heavy}" not in src, (module, heavy)
