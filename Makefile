@@ -1,9 +1,17 @@
 # deepinfo: every target creates and fills .venv when it is missing or stale.
+#
+#   make reproduce [PROFILE=smoke|cpu|paper] [PARAMS="n_images=4 ..."] [ONLY="02 05"] [FORCE=1]
+#   make book [PROFILE=...]     rebuild the book from what has run
+#   make test                   unit tests, the smoke run + book, nbval, the book in Chromium
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+PROFILE ?= smoke
+PARAMS ?=
+ONLY ?=
+FORCE ?=
 # the offline copy of the real data, when it sits beside the repository (CI, developers)
 SHARED_DATA := $(abspath ../shared/data)
 ifeq ($(origin DEEPINFO_DATA), undefined)
@@ -11,8 +19,10 @@ ifeq ($(origin DEEPINFO_DATA), undefined)
     export DEEPINFO_DATA := $(SHARED_DATA)
   endif
 endif
+# the browser test runs the system's Chromium through chromedriver (Debian packages)
+CHROMIUM_PKGS := chromium chromium-driver
 
-.PHONY: venv test bench reproduce clean-venv
+.PHONY: venv test unit-test bench reproduce book browser clean-book clean-venv
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,15 +31,41 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-test: $(STAMP)
-	$(PY) -m pytest
+# Unit tests first (fast failure), then every notebook in the smoke profile and the book built
+# from that run, then nbval (which re-executes the notebooks with their default, smoke,
+# parameters; the trained networks now come from the cache) and the built book in Chromium.
+test: $(STAMP) browser
+	$(PY) -m pytest tests --ignore=tests/test_book_browser.py
+	$(PY) -m deepinfo.reproduce --profile smoke
+	$(PY) -m pytest --nbval-lax --nbval-current-env notebooks tests/test_book_browser.py
+
+unit-test: $(STAMP)
+	$(PY) -m pytest tests --ignore=tests/test_book_browser.py
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_estimators.py $(BENCH_ARGS)
 
 reproduce: $(STAMP)
-	@echo "make reproduce: the notebooks and the book are not in this tree yet (issue 4)." >&2
-	@exit 2
+	$(PY) -m deepinfo.reproduce --profile $(PROFILE) $(addprefix -p ,$(PARAMS)) \
+		$(if $(strip $(ONLY)),--only $(ONLY)) $(if $(strip $(FORCE)),--force)
+
+book: $(STAMP)
+	$(PY) -m deepinfo.reproduce --profile $(PROFILE) --book-only
+
+# Chromium for the browser test: installed when missing and running as root (CI); otherwise the
+# test skips, saying why (and fails under CI).
+browser:
+	@if command -v chromium >/dev/null 2>&1 && test -x /usr/bin/chromedriver; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing $(CHROMIUM_PKGS) for the browser test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends $(CHROMIUM_PKGS) >/dev/null; \
+	else \
+		echo "note: chromium/chromedriver missing (apt-get install $(CHROMIUM_PKGS)): the browser test will skip" >&2; \
+	fi
+
+clean-book:
+	rm -rf book/_build book/_generated book/_toc.yml
 
 clean-venv:
 	rm -rf $(VENV)

@@ -132,6 +132,7 @@ class CubNets:
     correlation_archs: tuple[str, ...]  # concentration vs accuracy (Fig. 3(a))
     width: float  # channel multiplier (1.0 = the published architecture)
     dropout: float  # dropout of AlexNet/VGG's FC layers (torchvision: 0.5)
+    batch_norm: bool  # BatchNorm2d after every AlexNet/VGG conv (torchvision's vgg*_bn); ResNets always have it
     weights: str | None = None  # "imagenet" = fine-tune from ImageNet weights; None = random init
 
 
@@ -478,6 +479,11 @@ def _check(p: Profile) -> None:
             close = difflib.get_close_matches(a, CUB_ARCHS, n=1)
             need(a in CUB_ARCHS, f"{key}: unknown architecture {a!r}"
                  + (f" (did you mean {close[0]!r}?)" if close else "") + f"; accepted: {', '.join(CUB_ARCHS)}")
+    # torchvision has ImageNet weights for vgg16_bn / vgg19_bn but none for an AlexNet with BN.
+    need(not (p.networks.cub.batch_norm and p.networks.cub.weights == "imagenet"
+              and any("alexnet" in archs for archs in used.values())),
+         "networks.cub.batch_norm = true with weights = 'imagenet' needs ImageNet weights of AlexNet "
+         "with batch norm, which torchvision does not have; set batch_norm = false or leave weights out")
     need(set(p.damage.archs) <= {"vgg16", "vgg19"}, f"damage.archs must be VGG nets, got {p.damage.archs}")
     need(p.distillation.student not in p.distillation.teachers, "distillation.student is also a teacher")
 

@@ -6,6 +6,13 @@
 pixel-space images ``[B, 3, H, W]`` in [0, 1]. With ``width=1`` the state dicts equal
 torchvision's, so its ImageNet weights load strictly.
 
+``batch_norm=True`` gives AlexNet/VGG a ``BatchNorm2d`` after every conv (conv, BN, ReLU), as
+torchvision's ``vgg16_bn`` / ``vgg19_bn``: with ``width=1`` the state dicts equal those models' and
+their ImageNet weights load. torchvision has no AlexNet with batch norm; ours follows the same
+pattern (``features.0`` conv, ``features.1`` BN, ``features.2`` ReLU, ...) and has no ImageNet
+weights. Batch norm lets these plain nets train from scratch (narrow, small images, few epochs),
+where the torchvision-initialised nets without it stay at chance.
+
 Two changes from torchvision, neither touching the state-dict keys or the outputs:
 
 - ReLUs are not in-place, so forward hooks on a conv see its own output rather than the ReLU's
@@ -43,6 +50,11 @@ IMAGENET_WEIGHTS: dict[str, Callable[[], tvm.WeightsEnum]] = {
     "resnet18": lambda: tvm.ResNet18_Weights.IMAGENET1K_V1,
     "resnet34": lambda: tvm.ResNet34_Weights.IMAGENET1K_V1,
     "resnet50": lambda: tvm.ResNet50_Weights.IMAGENET1K_V1,
+}
+# ... and with ``batch_norm=True`` (torchvision's vgg16_bn / vgg19_bn; it has no AlexNet with BN).
+IMAGENET_BN_WEIGHTS: dict[str, Callable[[], tvm.WeightsEnum]] = {
+    "vgg16": lambda: tvm.VGG16_BN_Weights.IMAGENET1K_V1,
+    "vgg19": lambda: tvm.VGG19_BN_Weights.IMAGENET1K_V1,
 }
 
 # Smallest square input each arch runs on (torchvision's own `min_size` meta of these weights):
@@ -93,27 +105,33 @@ def _pool_size(features: nn.Sequential, input_size: tuple[int, int], default: in
 
 
 class AlexNet(tvm.AlexNet):
-    """torchvision's AlexNet with ``normalize`` in front, channels and FC sizes times ``width``."""
+    """torchvision's AlexNet with ``normalize`` in front, channels and FC sizes times ``width``.
+
+    ``batch_norm=True`` puts a ``BatchNorm2d`` between every conv and its ReLU (the
+    ``vgg*_bn`` pattern; the indices in ``features`` shift accordingly).
+    """
 
     def __init__(self, num_classes: int = 1000, width: float = 1.0, input_size: tuple[int, int] = (224, 224),
-                 dropout: float = 0.5) -> None:
+                 dropout: float = 0.5, batch_norm: bool = False) -> None:
         nn.Module.__init__(self)  # torchvision's __init__ hard-codes the widths; build the same modules scaled
         c1, c2, c3, c4, c5 = (scaled(c, width) for c in (64, 192, 384, 256, 256))
         hidden = scaled(4096, width)
         self.normalize = imagenet_normalize()
+
+        def conv(c_in: int, c_out: int, **kw) -> list[nn.Module]:
+            layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, **kw)]
+            if batch_norm:
+                layers.append(nn.BatchNorm2d(c_out))
+            return layers + [nn.ReLU()]
+
         self.features = nn.Sequential(
-            nn.Conv2d(3, c1, kernel_size=11, stride=4, padding=2),
-            nn.ReLU(),
+            *conv(3, c1, kernel_size=11, stride=4, padding=2),
             nn.MaxPool2d(kernel_size=3, stride=2),
-            nn.Conv2d(c1, c2, kernel_size=5, padding=2),
-            nn.ReLU(),
+            *conv(c1, c2, kernel_size=5, padding=2),
             nn.MaxPool2d(kernel_size=3, stride=2),
-            nn.Conv2d(c2, c3, kernel_size=3, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(c3, c4, kernel_size=3, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(c4, c5, kernel_size=3, padding=1),
-            nn.ReLU(),
+            *conv(c2, c3, kernel_size=3, padding=1),
+            *conv(c3, c4, kernel_size=3, padding=1),
+            *conv(c4, c5, kernel_size=3, padding=1),
             nn.MaxPool2d(kernel_size=3, stride=2),
         )
         ph, pw = _pool_size(self.features, input_size, _TORCHVISION_POOL["alexnet"])
@@ -134,16 +152,20 @@ class AlexNet(tvm.AlexNet):
 
 
 class VGG(tvm.VGG):
-    """torchvision's VGG (no batch norm) with ``normalize`` in front, widths times ``width``."""
+    """torchvision's VGG with ``normalize`` in front, widths times ``width``.
+
+    ``batch_norm=False`` is ``vgg16`` / ``vgg19``, ``True`` is ``vgg16_bn`` / ``vgg19_bn``.
+    """
 
     def __init__(self, cfg: str, num_classes: int = 1000, width: float = 1.0,
-                 input_size: tuple[int, int] = (224, 224), dropout: float = 0.5) -> None:
+                 input_size: tuple[int, int] = (224, 224), dropout: float = 0.5,
+                 batch_norm: bool = False) -> None:
         nn.Module.__init__(self)  # torchvision's __init__ hard-codes the classifier widths
         layout = [v if v == "M" else scaled(int(v), width) for v in VGG_CFGS[cfg]]
         last = [v for v in layout if v != "M"][-1]
         hidden = scaled(4096, width)
         self.normalize = imagenet_normalize()
-        self.features = make_layers(layout, batch_norm=False)
+        self.features = make_layers(layout, batch_norm=batch_norm)
         ph, pw = _pool_size(self.features, input_size, _TORCHVISION_POOL["vgg16"])
         self.avgpool = nn.AdaptiveAvgPool2d((ph, pw))
         self.classifier = nn.Sequential(
@@ -161,6 +183,9 @@ class VGG(tvm.VGG):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
                 if m.bias is not None:
                     nn.init.constant_(m.bias, 0)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.constant_(m.weight, 1)
+                nn.init.constant_(m.bias, 0)
             elif isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, 0, 0.01)
                 nn.init.constant_(m.bias, 0)
@@ -220,11 +245,12 @@ def _input_hw(input_size: int | tuple[int, int]) -> tuple[int, int]:
     return hw  # type: ignore[return-value]
 
 
-def _construct(key: str, num_classes: int, width: float, hw: tuple[int, int], dropout: float) -> nn.Module:
+def _construct(key: str, num_classes: int, width: float, hw: tuple[int, int], dropout: float,
+               batch_norm: bool = False) -> nn.Module:
     if key == "alexnet":
-        return AlexNet(num_classes, width, hw, dropout)
+        return AlexNet(num_classes, width, hw, dropout, batch_norm)
     if key in _VGG_CFG:
-        return VGG(_VGG_CFG[key], num_classes, width, hw, dropout)
+        return VGG(_VGG_CFG[key], num_classes, width, hw, dropout, batch_norm)
     block, layers = _RESNET_LAYOUT[key]
     return ResNet(block, layers, num_classes, width)
 
@@ -246,6 +272,7 @@ def build(
     input_size: int | tuple[int, int] = 224,
     dropout: float = 0.5,
     progress: bool = True,
+    batch_norm: bool = False,
 ) -> nn.Module:
     """An ImageNet-style classifier taking pixel-space images ``[B, 3, H, W]`` in [0, 1].
 
@@ -264,6 +291,10 @@ def build(
             the classifier reads (see the module docstring). Other sizes still run.
         dropout: dropout probability in AlexNet/VGG's classifier.
         progress: show a download progress bar.
+        batch_norm: AlexNet/VGG only: a ``BatchNorm2d`` after every conv, before its ReLU
+            (torchvision's ``vgg16_bn`` / ``vgg19_bn`` layout and, with ``weights="imagenet"``,
+            their ImageNet weights; AlexNet with batch norm has no ImageNet weights). ResNets
+            always have batch norm: the flag is accepted and ignored for them.
 
     Returns:
         An :class:`AlexNet`, :class:`VGG` or :class:`ResNet` (subclasses of torchvision's).
@@ -281,13 +312,22 @@ def build(
         )
     if weights is not None and not isinstance(weights, (str, os.PathLike)):
         raise ValueError(f"weights must be None, 'imagenet' or a checkpoint path, got {type(weights).__name__}")
+    if not isinstance(batch_norm, bool):
+        raise ValueError(f"batch_norm must be a bool, got {batch_norm!r}")
+    # ResNets always have batch norm: the flag changes nothing there.
+    bn = batch_norm and key in _TORCHVISION_POOL
 
     if isinstance(weights, str) and weights == "imagenet":
         if num_classes != 1000 or width != 1:
             raise ValueError(
                 f"ImageNet weights need num_classes=1000 and width=1, got num_classes={num_classes}, width={width}"
             )
-    model = _construct(key, num_classes, float(width), hw, dropout)
+        if bn and key not in IMAGENET_BN_WEIGHTS:
+            raise ValueError(
+                f"torchvision has no ImageNet weights for {key} with batch_norm=True (it has them for "
+                f"{', '.join(IMAGENET_BN_WEIGHTS)}); use batch_norm=False or weights=None"
+            )
+    model = _construct(key, num_classes, float(width), hw, dropout, bn)
     if weights is None:
         return model
 
@@ -300,7 +340,7 @@ def build(
                 f"input_size={input_size!r} pools to {pooled[0]}x{pooled[1]}. "
                 f"Use input_size >= {_smallest_input_for_imagenet_pool(key)}"
             )
-        url = IMAGENET_WEIGHTS[key]().url
+        url = (IMAGENET_BN_WEIGHTS if bn else IMAGENET_WEIGHTS)[key]().url
         state = torch.hub.load_state_dict_from_url(
             url, map_location="cpu", progress=progress, check_hash=True, weights_only=True
         )

@@ -1,0 +1,326 @@
+"""What the notebooks share: the profile's data, trained networks (cached), layers, decoders.
+
+Every function takes the profile (a :class:`~deepinfo.profile.Profile` or its name) and reads
+all sizes from it, so a notebook says *what* it needs and the profile says *how much*. Trained
+networks and decoders go through the checkpoint cache: a second notebook asking for the same
+network loads it instantly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from . import cache
+from .cache import config_key
+from .datasets import CUB200, Synthetic, cifar10, subset
+from .models import build, cifar_resnet, resolve_layers
+from .paths import artifacts_dir
+from .profile import Profile, load_profile
+from .training import History, Recipe, evaluate
+
+
+@dataclass
+class Trained:
+    """A network ready for analysis (eval mode), with where it came from."""
+
+    name: str
+    model: nn.Module
+    key: str  # identifies the weights (cache file stem, or the published file)
+    history: History | None = None
+    info: dict = field(default_factory=dict)
+
+    def accuracy(self, dataset: Dataset, batch_size: int = 128) -> float:
+        """Test accuracy on ``dataset`` (computed once, then remembered)."""
+        cached = self.info.get("accuracy")
+        if cached is None:
+            cached = self.info["accuracy"] = float(evaluate(self.model, dataset, batch_size=batch_size))
+        return cached
+
+
+def _profile(profile) -> Profile:
+    return load_profile(profile)
+
+
+def estimator_kwargs(profile, **overrides) -> dict[str, Any]:
+    """Keyword arguments for ``deepinfo.cid`` / ``deepinfo.ru`` from the profile's estimator section."""
+    e = _profile(profile).estimator
+    kw = dict(beta=e.beta, grid=e.grid, method=e.method, steps=e.steps, lr=e.lr, draws=e.draws,
+              n_probes=e.n_probes, eval_draws=e.eval_draws, sigma_max=e.sigma_max, tol=e.tol)
+    kw.update(overrides)
+    return kw
+
+
+# --- data ------------------------------------------------------------------------------------
+
+def cifar_data(profile, split: str) -> Dataset:
+    """The small-image classification set (synthetic, or CIFAR-10 from the data directory)."""
+    p = _profile(profile)
+    d = p.data.cifar
+    n = d.n_train if split == "train" else d.n_test
+    if d.dataset == "synthetic":
+        return Synthetic(n, image_size=d.image_size, num_classes=d.num_classes, split=split, seed=p.seed)
+    ds = cifar10(split, root=p.data_root(), download=p.data.download)
+    return subset(ds, n, seed=p.seed) if n is not None and n < len(ds) else ds
+
+
+def cub_data(profile, split: str, crop: str | None = None) -> Dataset:
+    """The bird classification set with object masks (synthetic, or CUB-200 crops)."""
+    p = _profile(profile)
+    d = p.data.cub
+    n = d.n_train if split == "train" else d.n_test
+    if d.dataset == "synthetic":
+        return Synthetic(n, image_size=d.image_size, num_classes=d.num_classes, split=split, seed=p.seed + 1)
+    ds = CUB200(root=p.data_root(), split=split, crop=crop or d.crop, image_size=d.image_size,
+                classes=range(1, d.num_classes + 1), download=p.data.download)
+    return subset(ds, n, seed=p.seed) if n is not None and n < len(ds) else ds
+
+
+def images(dataset: Dataset, n: int, seed: int = 0):
+    """``n`` items picked deterministically: ``(x [n,C,H,W], labels [n], masks [n,H,W] or None)``."""
+    n = min(n, len(dataset))
+    picked = subset(dataset, n, seed=seed)
+    items = [picked[i] for i in range(n)]
+    x = torch.stack([it[0] for it in items])
+    labels = torch.tensor([int(it[1]) for it in items])
+    masks = torch.stack([it[2] for it in items]) if len(items[0]) > 2 else None
+    return x, labels, masks
+
+
+# --- networks --------------------------------------------------------------------------------
+
+def train_cached(profile, name: str, config: dict, build_model: Callable[[], nn.Module],
+                 build_data: Callable[[], Dataset], recipe: Recipe, *, loss_fn=None,
+                 keep_epochs=(), val_data=None, progress: bool = True) -> Trained:
+    """:func:`deepinfo.cache.get_trained` with the profile's seed; returns a :class:`Trained`."""
+    p = _profile(profile)
+    model, history = cache.get_trained(name, config, build_model, build_data, recipe, profile=p.artifacts,
+                                       seed=p.seed, loss_fn=loss_fn, keep_epochs=keep_epochs,
+                                       val_data=val_data, progress=progress, device="cpu" if not torch.cuda.is_available() else None)
+    path = cache.checkpoint_path(name, config, recipe, profile=p.artifacts, seed=p.seed, keep_epochs=keep_epochs)
+    return Trained(name, model.eval(), path.stem, history)
+
+
+def cifar_resnet_model(profile, depth: int, progress: bool = True) -> Trained:
+    """A CIFAR ResNet: the published weights (cpu, paper) or trained here (smoke)."""
+    p = _profile(profile)
+    if p.networks.cifar.weights == "published":
+        model = cifar_resnet(depth, weights="published", num_classes=p.data.cifar.num_classes)
+        return Trained(f"resnet{depth}", model.eval(), f"resnet{depth}-published")
+    config = {"model": "cifar_resnet", "depth": depth, "num_classes": p.data.cifar.num_classes,
+              "data": p.data.cifar}
+    return train_cached(p, f"resnet{depth}", config,
+                        lambda: cifar_resnet(depth, num_classes=p.data.cifar.num_classes),
+                        lambda: cifar_data(p, "train"), p.training.cifar_resnet, progress=progress)
+
+
+def cub_model(profile, arch: str, *, name: str | None = None, config: dict | None = None,
+              build_model: Callable[[], nn.Module] | None = None, loss_fn=None,
+              recipe: Recipe | None = None, train_data: Callable[[], Dataset] | None = None,
+              keep_epochs=(), progress: bool = True) -> Trained:
+    """A CUB classifier of ``arch`` trained with the profile's recipe (cached).
+
+    ``config``, ``build_model``, ``loss_fn`` and ``recipe`` let a technique (distillation,
+    adversarial training, damage) train a variant; describe the variant in ``config``.
+    """
+    p = _profile(profile)
+    n = p.networks.cub
+    base = {"model": arch, "num_classes": p.data.cub.num_classes, "width": n.width, "dropout": n.dropout,
+            "batch_norm": n.batch_norm, "weights": n.weights, "input_size": p.data.cub.image_size,
+            "data": p.data.cub}
+    base.update(config or {})
+
+    def default_build():
+        return build(arch, num_classes=p.data.cub.num_classes, width=n.width, weights=n.weights,
+                     input_size=p.data.cub.image_size, dropout=n.dropout, batch_norm=n.batch_norm,
+                     progress=progress)
+
+    return train_cached(p, name or arch, base, build_model or default_build,
+                        train_data or (lambda: cub_data(p, "train")), recipe or p.training.cub,
+                        loss_fn=loss_fn, keep_epochs=keep_epochs, progress=progress)
+
+
+def layers_for(profile, arch: str, model: nn.Module) -> list[str]:
+    """The module names the profile measures for ``arch`` (keywords resolved on ``model``)."""
+    return resolve_layers(model, _profile(profile).layers_for(arch))
+
+
+# --- decoders --------------------------------------------------------------------------------
+
+def trained_decoder(profile, trained: Trained, layer: str, train_set: Dataset, *,
+                    n_blocks: int | None = None, progress: bool = True) -> nn.Module:
+    """The RU decoder of ``layer`` for a trained network, cached under ``artifacts/<profile>/decoders``."""
+    from .decoder import ResNetDecoder, train_decoder
+
+    p = _profile(profile)
+    d = p.decoder
+    n_blocks = n_blocks or d.n_blocks
+    settings = {"model": trained.key, "layer": layer, "n_blocks": n_blocks, "width": d.width,
+                "epochs": d.epochs, "batch_size": d.batch_size, "lr": d.lr, "n_train": d.n_train,
+                "seed": p.seed}
+    path = artifacts_dir(p.artifacts, "decoders") / f"{trained.name}-{config_key(settings)}.pt"
+    if path.is_file():
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        dec = ResNetDecoder(tuple(saved["feature_shape"]), tuple(saved["image_shape"]), n_blocks, d.width)
+        dec.load_state_dict(saved["state_dict"])
+        return dec.eval().requires_grad_(False)
+    data = subset(train_set, d.n_train, seed=p.seed) if d.n_train and d.n_train < len(train_set) else train_set
+    loader = torch.utils.data.DataLoader(data, batch_size=d.batch_size, shuffle=True,
+                                         generator=torch.Generator().manual_seed(p.seed))
+    dec, _log = train_decoder(trained.model, layer, loader, epochs=d.epochs, lr=d.lr, n_blocks=n_blocks,
+                              width=d.width, progress=progress, seed=p.seed)
+    from .training import atomic_torch_save
+
+    atomic_torch_save({"state_dict": dec.state_dict(), "feature_shape": list(dec.feature_shape),
+                       "image_shape": list(dec.image_shape), "settings": settings,
+                       "epoch_mse": list(dec.fit.epoch_mse)}, path)
+    return dec
+
+
+# --- whole (uncropped) bird images and filtered picks (weakly supervised localization) ---------
+
+def cub_uncropped_data(profile, split: str) -> Dataset:
+    """Whole bird images, the box as mask: what Table 2's localization networks train and test on.
+
+    ``cub200``: ``CUB200(crop=None)`` (the whole image resized to ``image_size x image_size``,
+    aspect ratio not kept, so the box mask stays aligned), same classes and subset sizes as
+    :func:`cub_data`. ``synthetic``: the very data set :func:`cub_data` returns, whose images are
+    already whole scenes with exact object masks.
+    """
+    p = _profile(profile)
+    d = p.data.cub
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if d.dataset == "synthetic":
+        return cub_data(p, split)
+    n = d.n_train if split == "train" else d.n_test
+    ds = CUB200(root=p.data_root(), split=split, crop=None, image_size=d.image_size,
+                classes=range(1, d.num_classes + 1), download=p.data.download)
+    return subset(ds, n, seed=p.seed) if n is not None and n < len(ds) else ds
+
+
+def cub_uncropped_model(profile, arch: str, progress: bool = True) -> Trained:
+    """A CUB classifier of ``arch`` trained on :func:`cub_uncropped_data` (cached).
+
+    With synthetic data the uncropped set is the cropped one, so this is :func:`cub_model`'s
+    network itself (same checkpoint, no second training).
+    """
+    p = _profile(profile)
+    if p.data.cub.dataset == "synthetic":
+        return cub_model(p, arch, progress=progress)
+    return cub_model(p, arch, name=f"{arch}-uncropped", config={"crop": None},
+                     train_data=lambda: cub_uncropped_data(p, "train"), progress=progress)
+
+
+def images_where(dataset: Dataset, n: int, keep: Callable[..., bool], seed: int = 0):
+    """Like :func:`images`, but only items for which ``keep(image, label, mask)`` is True.
+
+    Items are examined in one seeded random order (the order :func:`images` draws from) until
+    ``n`` are kept; they are returned in index order. Returns ``(x [k,C,H,W], labels [k],
+    masks [k,H,W] or None, indices [k])`` with ``k = n``; raises ``ValueError`` when fewer than
+    ``n`` items of the whole data set pass (saying how many did).
+    """
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(int(seed))).tolist()
+    kept = []
+    for i in order:
+        item = dataset[i]
+        if keep(*item) if len(item) > 2 else keep(item[0], item[1], None):
+            kept.append((i, item))
+            if len(kept) == n:
+                break
+    if len(kept) < n:
+        raise ValueError(f"only {len(kept)} of the {len(dataset)} items pass the filter; {n} were asked for")
+    kept.sort(key=lambda t: t[0])
+    items = [it for _, it in kept]
+    x = torch.stack([it[0] for it in items])
+    labels = torch.tensor([int(it[1]) for it in items])
+    masks = torch.stack([it[2] for it in items]) if len(items[0]) > 2 else None
+    return x, labels, masks, torch.tensor([i for i, _ in kept])
+
+
+# --- maps and rescaling (notebooks 01_maps, 04_rescaling) --------------------------------------
+
+#: Modules that commute with a positive rescaling of their input (``m(x / k) = m(x) / k``, k > 0).
+_POSITIVELY_HOMOGENEOUS = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
+                           nn.AdaptiveMaxPool2d, nn.Dropout, nn.Identity, nn.Flatten)
+
+
+def rescale_pair(model: nn.Module, first: str, second: str, factor: float) -> nn.Module:
+    """A copy of ``model`` with ``w_first /= k``, ``b_first /= k``, ``w_second *= k`` (paper Sec. 3.4).
+
+    ``first`` ends layer L and ``second`` is layer L+1, two modules of one ``nn.Sequential``:
+    ``first`` is a conv / linear module, or the ``BatchNorm`` that follows layer L's conv (in eval
+    mode it is the affine end of the layer: dividing its weight and bias by ``k`` divides the
+    layer's output by ``k``, exactly as dividing the weight and bias of the merged conv + BN
+    would); ``second`` is a conv / linear module. Every module between them must be positively
+    homogeneous (ReLU, max / average pooling, dropout, identity, flatten), so that layer L's output
+    and everything up to ``second``'s input are divided by ``k`` while ``second``'s output, and so
+    the network's output, are unchanged. The bias of ``second`` is left untouched (scaling it too,
+    as the paper's text writes, would change the output). ``model`` itself is not modified; use
+    the copy in eval mode.
+    """
+    import copy
+
+    if not isinstance(factor, (int, float)) or not factor > 0 or factor != factor or factor == float("inf"):
+        raise ValueError(f"factor must be a finite positive number, got {factor!r}")
+    modules = dict(model.named_modules())
+    for name, kinds in ((first, (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d)), (second, (nn.Conv2d, nn.Linear))):
+        if name not in modules:
+            raise KeyError(f"no module {name!r} in {type(model).__name__}")
+        if not isinstance(modules[name], kinds):
+            raise ValueError(f"{name!r} is a {type(modules[name]).__name__}; rescale_pair needs "
+                             f"{' or '.join(k.__name__ for k in kinds)} there")
+    if isinstance(modules[first], (nn.BatchNorm1d, nn.BatchNorm2d)) and modules[first].weight is None:
+        raise ValueError(f"{first!r} is a batch norm without affine parameters: there is nothing to rescale")
+    parent_a, _, idx_a = first.rpartition(".")
+    parent_b, _, idx_b = second.rpartition(".")
+    parent = modules.get(parent_a, model if not parent_a else None)
+    if parent_a != parent_b or not isinstance(parent, nn.Sequential):
+        raise ValueError(f"{first!r} and {second!r} must be children of one nn.Sequential")
+    names = [n for n, _ in parent.named_children()]
+    ia, ib = names.index(idx_a), names.index(idx_b)
+    if ib <= ia:
+        raise ValueError(f"{second!r} must come after {first!r}")
+    between = [parent[i] for i in range(ia + 1, ib)]
+    bad = [type(m).__name__ for m in between if not isinstance(m, _POSITIVELY_HOMOGENEOUS)]
+    if bad:
+        hint = (" (for a conv followed by batch norm, pass the batch norm as `first`)"
+                if any("BatchNorm" in b for b in bad) else "")
+        raise ValueError(
+            f"between {first!r} and {second!r} sit {bad}, which are not positively homogeneous; "
+            f"only {[c.__name__ for c in _POSITIVELY_HOMOGENEOUS]} keep the output unchanged{hint}"
+        )
+    out = copy.deepcopy(model)
+    mods = dict(out.named_modules())
+    with torch.no_grad():
+        mods[first].weight.div_(factor)
+        if mods[first].bias is not None:
+            mods[first].bias.div_(factor)
+        mods[second].weight.mul_(factor)
+    return out
+
+
+def morans_i(maps: torch.Tensor) -> torch.Tensor:
+    """Lag-1 spatial autocorrelation (Moran's I, rook neighbours) of each map ``[..., Gh, Gw]``.
+
+    ``I = (G / n_pairs) * sum_{neighbours i~j} z_i z_j / sum_i z_i^2`` with ``z`` the map minus its
+    mean and each horizontal or vertical neighbour pair counted once. Near 1 for a map made of
+    large smooth regions, near 0 for pixel-scale noise, negative for a checkerboard. A constant
+    map has no defined autocorrelation: NaN. Returns ``[...]``.
+    """
+    if maps.dim() < 2 or (maps.shape[-1] < 2 and maps.shape[-2] < 2):
+        raise ValueError(f"maps must be [..., Gh, Gw] with at least two cells, got {tuple(maps.shape)}")
+    z = maps - maps.mean(dim=(-2, -1), keepdim=True)
+    cross = (z[..., 1:, :] * z[..., :-1, :]).sum(dim=(-2, -1)) + (z[..., :, 1:] * z[..., :, :-1]).sum(dim=(-2, -1))
+    Gh, Gw = maps.shape[-2:]
+    pairs = (Gh - 1) * Gw + Gh * (Gw - 1)
+    var = z.pow(2).sum(dim=(-2, -1))
+    out = (Gh * Gw / pairs) * cross / var
+    constant = var <= 1e-12 * maps.pow(2).sum(dim=(-2, -1)).clamp_min(1e-30)
+    return torch.where(constant, torch.full_like(out, float("nan")), out)
