@@ -53,3 +53,15 @@ def known_maps(values):
         sigma=values.exp(), delta_f2=z + 1, n_capped=z.long(), kind="cid", method="linear",
         beta=1.5e-4, sigma_max=10.0, grid=(H, W), image_size=(H, W), seed=0,
     )
+
+
+def randomize_bn(model: nn.Module, seed: int = 1, mean_scale: float = 0.1) -> None:
+    """Non-trivial running statistics and affine parameters, so eval-mode BN matters."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=g) * mean_scale)
+            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(n, generator=g) * 0.1)

@@ -7,6 +7,8 @@ import math
 import numpy as np
 import pytest
 import torch
+
+from helpers import randomize_bn
 import torch.nn.functional as F
 import torchvision.models as tvm
 import torchvision.transforms.functional as TF
@@ -75,16 +77,8 @@ def cifar_subset(shared_data) -> tuple[torch.Tensor, torch.Tensor]:
     return x, torch.tensor(labels)
 
 
-def _randomize_bn(model: nn.Module, seed: int = 1) -> None:
-    """Non-trivial running statistics and affine parameters, so eval-mode BN matters."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.randn(n, generator=g) * 0.2)
-            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(n, generator=g) * 0.1)
+def _randomize_bn(model, seed: int = 1) -> None:
+    randomize_bn(model, seed, mean_scale=0.2)
 
 
 # --------------------------------------------------------------------------------------------

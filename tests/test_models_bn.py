@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from helpers import randomize_bn
 import torchvision.models as tvm
 import torchvision.transforms.functional as TF
 from torch import nn
@@ -38,16 +40,8 @@ def _threads():
     torch.set_num_threads(old)
 
 
-def _randomize_bn(model: nn.Module, seed: int = 1) -> None:
-    """Non-trivial running statistics and affine parameters, so eval-mode BN matters."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(n, generator=g) * 0.1)
+def _randomize_bn(model, seed: int = 1) -> None:
+    randomize_bn(model, seed, mean_scale=0.1)
 
 
 def _kinds(seq: nn.Sequential) -> list[type]:
