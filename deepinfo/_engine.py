@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from ._features import FeatureTap, ModelGuard, model_device, resolve_layers
 from ._grid import Grid
 from ._jacobian import column_energies
-from ._solver import Sampler, image_generators, lagrangian_descent, measure_ratio, project_scale
+from ._solver import Sampler, image_generators, lagrangian_descent, measure_ratio, rescale_to_constraint
 from .estimators import METHODS, cid_cells, closed_form_log_sigma, ru_cells
 from .result import InfoMaps
 
@@ -124,17 +124,14 @@ def estimate(
                     return measure_ratio(sampler, s, norm, eval_draws, max(max_eval_draws, ru_draws),
                                          rel_se=rel_se, per_draw=per_draw, min_draws=ru_draws)[:3]
 
-                r, se, extra = check(s, "eval")
-                off = (r - 1).abs() > tol / 2
-                if (method == "optimize" or calibrate) and bool(off.any()):
-                    # project onto the constraint by a common scale (the closed form's shape, or
-                    # the optimum's), then measure again on new noise for the images that moved
-                    sampler.gens = image_generators(seed, lo, hi - lo, f"project/{name}", device)
-                    s = project_scale(sampler, s, norm, log_cap, eval_draws, max_eval_draws, rel_se=rel_se, only=off)
-                    r2, se2, extra2 = check(s, "recheck")
-                    r, se = torch.where(off, r2, r), torch.where(off, se2, se)
-                    if extra is not None:
-                        extra = torch.where(off.reshape(-1, *[1] * (extra.dim() - 1)), extra2, extra)
+                first = check(s, "eval")
+                if method == "optimize" or calibrate:
+                    # project the images off the constraint by a common scale of sigma (the
+                    # closed form's shape, or the optimum's), each step measured on new noise
+                    s, r, se, extra = rescale_to_constraint(
+                        lambda s, step: check(s, f"recheck{step}"), s, first, tol, log_cap)
+                else:
+                    r, se, extra = first
                 pix = cid_cells(s) if kind == "cid" else ru_cells(extra, g, C)
                 res["pix"].append(pix)
                 res["r"].append(r)

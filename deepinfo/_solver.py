@@ -3,8 +3,9 @@
 The math lives in ``estimators.py``; this module holds the sampling and the optimisation loop:
 Adam on ``log sigma`` for the Lagrangian, the multiplier adapted per (layer, image) towards a
 ratio of 1, and a final projection onto the constraint by a common scale of sigma (exact for a
-locally linear layer, a small correction otherwise). Noise is drawn per image from its own
-generator, so an image's map does not depend on the other images of the batch.
+locally linear layer, a small correction otherwise; each step judged on fresh noise). Noise is
+drawn per image from its own generator, so an image's map does not depend on the other images
+of the batch.
 """
 
 from __future__ import annotations
@@ -153,46 +154,59 @@ def lagrangian_descent(
     return s.detach(), lam, torch.stack(trace) if trace else None
 
 
-def project_scale(
-    sampler: Sampler,
+def rescale_to_constraint(
+    measure: Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]],
     log_sigma: torch.Tensor,
-    norm: torch.Tensor,
+    first: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None],
+    tol: float,
     log_sigma_max: float,
-    draws: int,
-    max_draws: int,
-    rtol: float = 0.005,
-    iterations: int = 5,
-    rel_se: float = 0.01,
-    only: torch.Tensor | None = None,
+    iterations: int = 8,
 ):
-    """Rescale sigma per image so the ratio on a fixed noise sample is within ``rtol`` of 1.
+    """Bring each image's achieved ratio within ``tol`` of 1 by a common scale of its sigma.
 
-    For a locally linear layer ``r`` grows as ``sigma^2``, so ``log sigma -= 0.5 log r`` lands on
-    the constraint in one step; a few iterations absorb the curvature of a real network. The
-    same noise is replayed in every iteration (common random numbers), so the iteration
-    converges instead of chasing sampling noise; the caller measures the result on fresh noise.
-    ``only [B]`` restricts the rescaling to some images.
+    A secant search on ``log r`` against the common shift ``c`` of ``log sigma``: for a locally
+    linear layer ``r`` grows as ``sigma^2`` (slope 2 in log-log), so the first step,
+    ``c = -0.5 log r``, lands on the constraint; a real network can be much steeper (a trained
+    net's logits: slope 3-4, where slope-2 steps overshoot and oscillate), so later steps use the
+    slope fitted (least squares, log-log) to all points measured so far. Every step is judged on a fresh measurement
+    (``measure(log_sigma, step) -> (r, se, extra)``, new noise each step), which is also what is
+    reported. An image is done when its ratio is within ``tol / 2`` of 1, or within ``tol`` and
+    within two standard errors of 1 (closer than the measurement can tell). ``first`` is the
+    measurement at ``log_sigma``; images already done keep it and their sigma. Returns ``(log_sigma [B, G], r [B], se [B], extra or None)``.
     """
-    s = log_sigma.clone()
-    states = [g.get_state() for g in sampler.gens]
-    n = None
-    for _ in range(iterations):
-        for g, state in zip(sampler.gens, states):
-            g.set_state(state)
-        if n is None:
-            r, _, _, n = measure_ratio(sampler, s, norm, draws, max_draws, rel_se=rel_se)
-        else:
-            r, _, _, _ = measure_ratio(sampler, s, norm, draws, max_draws, fixed_n=n)
-        off = (r - 1).abs() > rtol
-        if only is not None:  # images already on the constraint keep their sigma
-            off = off & only
+    def missed(r, se):  # off the constraint: beyond tol/2, unless within tol and within 2 SE of 1
+        gap = (r - 1).abs()
+        return (gap > tol / 2) & ((gap > tol) | (gap > 2 * se))
+
+    r, se, extra = first
+    off = missed(r, se)
+    # cells at the cap stay there: the layer ignores them, the budget belongs to the others
+    free = log_sigma < log_sigma_max - 1e-6
+    c = torch.zeros_like(r)
+    slope = torch.full_like(r, 2.0)
+    log_r = torch.log(r.clamp_min(1e-12))
+    cs, logs = [c], [log_r]  # every point measured, per image
+    s = log_sigma
+    for step in range(iterations):
         if not bool(off.any()):
             break
-        shift = -0.5 * torch.log(r.clamp_min(1e-12))
-        # cells at the cap stay there: the layer ignores them, the budget belongs to the others
-        move = off[:, None] & (s < log_sigma_max - 1e-6)
-        s = torch.where(move, s + shift[:, None], s).clamp(max=log_sigma_max)
-    return s
+        c_new = torch.where(off, c - log_r / slope, c)
+        s = torch.where(free, log_sigma + c_new[:, None], log_sigma).clamp(max=log_sigma_max)
+        r2, se2, extra2 = measure(s, step)
+        log_r2 = torch.log(r2.clamp_min(1e-12))
+        r, se = torch.where(off, r2, r), torch.where(off, se2, se)
+        if extra is not None:
+            extra = torch.where(off.reshape(-1, *[1] * (extra.dim() - 1)), extra2, extra)
+        c, log_r = torch.where(off, c_new, c), torch.where(off, log_r2, log_r)
+        cs.append(c_new), logs.append(log_r2)
+        # the slope fitted to all points so far: short steps alone would give mostly noise
+        C, Lr = torch.stack(cs), torch.stack(logs)
+        Cc = C - C.mean(0)
+        var = Cc.pow(2).sum(0)
+        fitted = (Cc * (Lr - Lr.mean(0))).sum(0) / var.clamp_min(1e-12)
+        slope = torch.where(off & (var > 0.01), fitted.clamp(0.5, 10.0), slope)
+        off = off & missed(r2, se2)
+    return torch.where(free, log_sigma + c[:, None], log_sigma).clamp(max=log_sigma_max), r, se, extra
 
 
 def image_generators(seed: int, offset: int, B: int, tag: str, device) -> list[torch.Generator]:

@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 
 from . import cache
 from .cache import config_key
-from .datasets import CUB200, Synthetic, cifar10, subset
+from .datasets import CUB200, InMemory, Synthetic, cifar10, subset
 from .models import build, cifar_resnet, resolve_layers
 from .paths import artifacts_dir
 from .profile import Profile, load_profile
@@ -50,7 +50,8 @@ def estimator_kwargs(profile, **overrides) -> dict[str, Any]:
     """Keyword arguments for ``deepinfo.cid`` / ``deepinfo.ru`` from the profile's estimator section."""
     e = _profile(profile).estimator
     kw = dict(beta=e.beta, grid=e.grid, method=e.method, steps=e.steps, lr=e.lr, draws=e.draws,
-              n_probes=e.n_probes, eval_draws=e.eval_draws, sigma_max=e.sigma_max, tol=e.tol)
+              n_probes=e.n_probes, eval_draws=e.eval_draws, sigma_max=e.sigma_max, tol=e.tol,
+              max_eval_draws=e.max_eval_draws)
     kw.update(overrides)
     return kw
 
@@ -65,7 +66,7 @@ def cifar_data(profile, split: str) -> Dataset:
     if d.dataset == "synthetic":
         return Synthetic(n, image_size=d.image_size, num_classes=d.num_classes, split=split, seed=p.seed)
     ds = cifar10(split, root=p.data_root(), download=p.data.download)
-    return subset(ds, n, seed=p.seed) if n is not None and n < len(ds) else ds
+    return _in_memory(subset(ds, n, seed=p.seed) if n is not None and n < len(ds) else ds, d.image_size)
 
 
 def cub_data(profile, split: str, crop: str | None = None) -> Dataset:
@@ -77,7 +78,18 @@ def cub_data(profile, split: str, crop: str | None = None) -> Dataset:
         return Synthetic(n, image_size=d.image_size, num_classes=d.num_classes, split=split, seed=p.seed + 1)
     ds = CUB200(root=p.data_root(), split=split, crop=crop or d.crop, image_size=d.image_size,
                 classes=range(1, d.num_classes + 1), download=p.data.download)
-    return subset(ds, n, seed=p.seed) if n is not None and n < len(ds) else ds
+    return _in_memory(subset(ds, n, seed=p.seed) if n is not None and n < len(ds) else ds, d.image_size)
+
+
+# Decoded items of a set up to this size stay in memory (JPEG decoding costs a small net's step
+# every epoch); the paper profile's 224x224 CUB (3.6 GB as floats) is read from disk each time.
+IN_MEMORY_BYTES = 1 << 30
+
+
+def _in_memory(ds: Dataset, image_size: int | None) -> Dataset:
+    if image_size is None or len(ds) * 3 * image_size * image_size * 4 > IN_MEMORY_BYTES:
+        return ds
+    return InMemory(ds)
 
 
 def images(dataset: Dataset, n: int, seed: int = 0):
@@ -200,7 +212,7 @@ def cub_uncropped_data(profile, split: str) -> Dataset:
     n = d.n_train if split == "train" else d.n_test
     ds = CUB200(root=p.data_root(), split=split, crop=None, image_size=d.image_size,
                 classes=range(1, d.num_classes + 1), download=p.data.download)
-    return subset(ds, n, seed=p.seed) if n is not None and n < len(ds) else ds
+    return _in_memory(subset(ds, n, seed=p.seed) if n is not None and n < len(ds) else ds, d.image_size)
 
 
 def cub_uncropped_model(profile, arch: str, progress: bool = True) -> Trained:
@@ -324,3 +336,227 @@ def morans_i(maps: torch.Tensor) -> torch.Tensor:
     out = (Gh * Gw / pairs) * cross / var
     constant = var <= 1e-12 * maps.pow(2).sum(dim=(-2, -1)).clamp_min(1e-30)
     return torch.where(constant, torch.full_like(out, float("nan")), out)
+
+
+# --- distillation and architecture damage (notebooks 10_distillation, 11_damage) ---------------
+
+def distilled_model(profile, teacher_arch: str, progress: bool = True) -> Trained:
+    """The profile's distillation student (AlexNet) distilled from ``cub_model(profile, teacher_arch)``.
+
+    Same data and recipe (``training.cub``) as ``cub_model(profile, student)``, the network trained
+    alone; only the loss differs: :func:`deepinfo.distillation.distillation_loss` with the
+    profile's ``distillation.temperature`` and ``alpha``, the teacher (the very cached network the
+    other notebooks use, trained first if needed) run on each augmented batch. The checkpoint's
+    configuration names the teacher's checkpoint, so a retrained teacher retrains the student.
+    """
+    from .distillation import distillation_loss
+
+    p = _profile(profile)
+    d = p.distillation
+    if teacher_arch == d.student:
+        raise ValueError(f"the teacher {teacher_arch!r} is the student architecture itself")
+    teacher = cub_model(p, teacher_arch, progress=progress)
+    config = {"distillation": {"teacher": teacher.key, "temperature": d.temperature, "alpha": d.alpha}}
+    return cub_model(p, d.student, name=f"{d.student}-distilled-{teacher_arch}", config=config,
+                     loss_fn=distillation_loss(teacher.model, d.temperature, d.alpha), progress=progress)
+
+
+def damage_data(profile, split: str) -> Dataset:
+    """The bird vs non-bird set of ``split`` (:class:`deepinfo.damage.BirdVsNonBird`, label 1 = bird).
+
+    Birds: :func:`cub_data` of that split (classification crops). Non-birds: the profile's
+    ``damage.negatives`` (:func:`deepinfo.damage.negative_images`) at the birds' image size. As many
+    of each: ``min(damage.n_negatives, number of birds)``, or all birds when ``n_negatives`` is
+    left out. Seeded by the profile.
+    """
+    from .damage import BirdVsNonBird, negative_images
+
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    p = _profile(profile)
+    dm = p.damage
+    birds = cub_data(p, split)
+    n = len(birds) if dm.n_negatives is None else min(dm.n_negatives, len(birds))
+    negatives = negative_images(dm.negatives, split, n, p.data.cub.image_size, root=p.data_root(),
+                                seed=p.seed, download=p.data.download)
+    if dm.negatives != "synthetic":  # decoded once (JPEG + resize), not every epoch
+        negatives = _in_memory(negatives, p.data.cub.image_size)
+    return BirdVsNonBird(birds, negatives, n, seed=p.seed)
+
+
+def damage_model(profile, arch: str, conv_index: int | None = None, progress: bool = True) -> Trained:
+    """A VGG trained on :func:`damage_data` (binary), original (``conv_index=None``) or damaged.
+
+    ``conv_index`` (e.g. ``-1``, ``-2``): that conv layer replaced by ``damage.n_filters`` filters
+    of ``damage.kernel_size`` (:func:`deepinfo.damage.damage_vgg`). The net is the profile's CUB
+    VGG (width, dropout, batch norm) with two outputs, trained with ``damage.recipe``; with
+    ``networks.cub.weights = "imagenet"`` it starts from the ImageNet weights (new 2-way last
+    layer; the damaged layer and the one reading it start from scratch).
+    """
+    from .damage import damage_vgg
+
+    p = _profile(profile)
+    dm, n = p.damage, p.networks.cub
+    if arch not in ("vgg16", "vgg19"):
+        raise ValueError(f"architecture damage is defined for vgg16 / vgg19, got {arch!r}")
+    if conv_index is not None and (isinstance(conv_index, bool) or not isinstance(conv_index, int)):
+        raise ValueError(f"conv_index must be None (the original net) or an int such as -1, got {conv_index!r}")
+
+    def build_model() -> nn.Module:
+        pretrained = n.weights == "imagenet"
+        model = build(arch, num_classes=1000 if pretrained else 2, width=n.width, weights=n.weights,
+                      input_size=p.data.cub.image_size, dropout=n.dropout, batch_norm=n.batch_norm,
+                      progress=progress)
+        if pretrained:  # a 2-way head on the ImageNet features
+            last = model.classifier[-1]
+            model.classifier[-1] = nn.Linear(last.in_features, 2)
+            nn.init.normal_(model.classifier[-1].weight, 0, 0.01)
+            nn.init.constant_(model.classifier[-1].bias, 0)
+        if conv_index is not None:
+            damage_vgg(model, conv_index, dm.n_filters, dm.kernel_size)
+        return model
+
+    damage = None if conv_index is None else {"conv_index": conv_index, "n_filters": dm.n_filters,
+                                              "kernel_size": dm.kernel_size}
+    config = {"num_classes": 2, "task": "bird_vs_nonbird", "negatives": dm.negatives,
+              "n_negatives": dm.n_negatives, "damage": damage}
+    name = f"{arch}-birds" if conv_index is None else f"{arch}-birds-conv{conv_index}-damaged"
+    return cub_model(p, arch, name=name, config=config, build_model=build_model, recipe=dm.recipe,
+                     train_data=lambda: damage_data(p, "train"), progress=progress)
+
+
+# --- U-Net on ISBI 2012 membrane segmentation (notebook 15_unet, paper App. G.1) ---------------
+
+def segmentation_data(profile, split: str):
+    """The membrane segmentation set of the profile's ``data.segmentation``.
+
+    ``isbi2012``: the first ``n_train`` labelled slices (train) or the last ``n_test`` (test),
+    resized to ``image_size`` (:func:`deepinfo.segmentation.isbi_segmentation`). ``synthetic``:
+    the synthetic shapes as grey images with the object mask as target
+    (:func:`deepinfo.segmentation.synthetic_segmentation`). Items ``(image [1, S, S], mask [S, S] bool)``.
+    """
+    from .segmentation import isbi_segmentation, synthetic_segmentation
+
+    p = _profile(profile)
+    d = p.data.segmentation
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if d.dataset == "synthetic":
+        n = d.n_train if split == "train" else d.n_test
+        return synthetic_segmentation(n, image_size=d.image_size, split=split, seed=p.seed + 2)
+    return isbi_segmentation(split, image_size=d.image_size, n_train=d.n_train, n_test=d.n_test,
+                             root=p.data_root())
+
+
+def unet_model(profile, progress: bool = True) -> Trained:
+    """The U-Net of ``networks.unet`` trained on :func:`segmentation_data` with ``training.unet``
+    and pixel-wise cross-entropy (cached). Its ``info["scores"]`` holds the held-out scores of
+    :func:`deepinfo.segmentation.segmentation_scores` (pixel accuracy, membrane IoU, ...)."""
+    from .models import unet
+    from .segmentation import segmentation_loss, segmentation_scores
+
+    p = _profile(profile)
+    n = p.networks.unet
+    config = {"model": "unet", "base_channels": n.base_channels, "levels": n.levels, "in_channels": 1,
+              "num_classes": 2, "loss": "cross_entropy", "data": p.data.segmentation}
+    trained = train_cached(p, "unet", config, lambda: unet(n.base_channels, n.levels),
+                           lambda: segmentation_data(p, "train"), p.training.unet,
+                           loss_fn=segmentation_loss(), progress=progress)
+    trained.info["scores"] = segmentation_scores(trained.model, segmentation_data(p, "test"))
+    return trained
+
+
+# --- compression (notebooks 08_compression, 09_robustness) -------------------------------------
+
+def compressed_models(profile, progress: bool = True) -> list[tuple[float, Trained, float]]:
+    """The original ``compression.arch`` CUB net and its Han et al. compressed versions (cached).
+
+    Returns ``[(target, trained, achieved)]``: first ``(1.0, original, 1.0)`` (the very net of
+    :func:`cub_model`), then one entry per ``compression.keep`` target, in that order. Stage ``i``
+    starts from stage ``i-1`` (the original for the first), prunes it with
+    :func:`deepinfo.compression.prune_to` (``|w| < s * std(layer)``; ``s_conv`` and ``s_fc`` chosen
+    so that conv and FC weights each keep the target fraction) and retrains it with the masks
+    held, using ``compression.retrain`` (through the checkpoint cache: the config names the
+    targets so far and the key of the net it started from). ``achieved`` is the kept fraction of
+    the conv + FC weight entries; ``trained.model`` has the pruning made permanent (zeros in the
+    weights) and ``trained.info["pruning"]`` holds the :class:`~deepinfo.compression.PruneResult`.
+    """
+    import copy
+
+    from .compression import kept_fraction, make_permanent, prune_to
+
+    p = _profile(profile)
+    c = p.compression
+    base = cub_model(p, c.arch, progress=progress)
+    out = [(1.0, base, 1.0)]
+    previous = base
+    for i, keep in enumerate(c.keep):
+        info: dict = {}
+
+        def build(prev=previous, keep=keep, info=info):
+            net = make_permanent(copy.deepcopy(prev.model))
+            info["pruning"] = prune_to(net, keep)
+            return net
+
+        config = {"compression": {"method": "Han et al. 2016 magnitude pruning: |w| < s * std(layer weights), "
+                                            "s_conv / s_fc keep the same fraction of conv and FC weights",
+                                  "keep": list(c.keep[:i + 1]), "from": previous.key}}
+        stage = cub_model(p, c.arch, name=f"{c.arch}-pruned{i + 1}", config=config, build_model=build,
+                          recipe=c.retrain, progress=progress)
+        achieved = kept_fraction(stage.model)  # from the masks, before they are folded in
+        make_permanent(stage.model)
+        stage.info["pruning"] = info["pruning"]
+        out.append((float(keep), stage, achieved))
+        previous = stage
+    return out
+
+
+# --- adversarial training (Fig. 10) and learning dynamics (Fig. 9) ---------------------------
+
+def adversarial_pair(profile, progress: bool = True) -> tuple[Trained, Trained]:
+    """``(pgd_trained, normal_twin)``: the profile's ``adversarial.arch`` on CUB, trained on PGD
+    examples (:func:`deepinfo.adversarial.adversarial_loss`, settings from ``[adversarial]``) and
+    normally, both with ``adversarial.recipe`` (or ``training.cub`` when the profile has none, so
+    the twin is then the shared ``cub_model(P, arch)``) on the same data, with the same seed.
+    """
+    from .adversarial import adversarial_loss, pgd_settings
+
+    p = _profile(profile)
+    a = p.adversarial
+    recipe = a.recipe or p.training.cub
+    normal = cub_model(p, a.arch, recipe=recipe, progress=progress)
+    settings = pgd_settings(p)
+    config = {"adversarial": {"method": "PGD L-inf (Madry et al.): training-mode attack, BatchNorm "
+                                        "buffers restored after it, trained on adversarial examples only",
+                              **settings}}
+    adv = cub_model(p, a.arch, name=f"{a.arch}-pgd", config=config, loss_fn=adversarial_loss(**settings),
+                    recipe=recipe, progress=progress)
+    return adv, normal
+
+
+def dynamics_run(profile, progress: bool = True) -> tuple[Trained, dict[int, nn.Module]]:
+    """The learning-dynamics run: a CIFAR ResNet of ``dynamics.depth`` trained with
+    ``training.cifar_resnet`` on ``dynamics.n_train`` images of the profile's CIFAR training set
+    (all of them when left out), keeping the weights at ``dynamics.snapshot_epochs`` (cached).
+
+    Returns ``(trained, snapshots)`` with ``snapshots[epoch]`` a model in eval mode holding the
+    weights after ``epoch`` epochs (0 = initial weights).
+    """
+    p = _profile(profile)
+    d = p.dynamics
+    k = p.data.cifar.num_classes
+
+    def data():
+        ds = cifar_data(p, "train")
+        return subset(ds, d.n_train, seed=p.seed) if d.n_train is not None and d.n_train < len(ds) else ds
+
+    config = {"model": "cifar_resnet", "depth": d.depth, "num_classes": k, "data": p.data.cifar,
+              "n_train": d.n_train, "purpose": "learning dynamics (Fig. 9)"}
+    trained = train_cached(p, f"resnet{d.depth}-dynamics", config, lambda: cifar_resnet(d.depth, num_classes=k),
+                           data, p.training.cifar_resnet, keep_epochs=d.snapshot_epochs, progress=progress)
+    snapshots = {}
+    for epoch in d.snapshot_epochs:
+        model = cifar_resnet(d.depth, num_classes=k)
+        model.load_state_dict(trained.history.snapshots[epoch])
+        snapshots[epoch] = model.eval()
+    return trained, snapshots

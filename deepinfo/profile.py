@@ -179,6 +179,7 @@ class ImagesPerFigure:
     decoders: int
     unet: int
     validation: int
+    ru: int | None = None  # images for RU in notebooks that also measure CID (RU costs ~10x a CID map); None: all
 
 
 @dataclass(frozen=True)
@@ -197,6 +198,7 @@ class Estimator:
     tol: float  # accepted |r - 1|
     n_images: ImagesPerFigure
     grid: int | None = None  # cells per side; None = one cell per pixel
+    max_eval_draws: int | None = None  # cap on the draws of one ratio measurement; None = deepinfo.cid's
 
 
 @dataclass(frozen=True)
@@ -235,6 +237,8 @@ class Compression:
     arch: str
     keep: tuple[float, ...]  # fractions of the weights kept
     retrain: Recipe  # retraining with the pruning masks fixed
+    layers: str | tuple[str, ...] = "stages"  # Fig. 7(a)'s layers: "blocks" / "stages" or module names
+    ru_layers: str | tuple[str, ...] = "same"  # RU at: "same" (the layers above) or module names ([] = none)
 
 
 @dataclass(frozen=True)
@@ -252,6 +256,10 @@ class Adversarial:
     step_size: float
     steps: int
     random_start: bool
+    # training of the PGD-trained net AND of its normally trained twin (same data and schedule);
+    # left out (None) = training.cub (the twin is then the shared cub_model(P, arch)). Hinted as a
+    # plain Recipe, not Recipe | None, so a bad key inside the table gets the Recipe's own message.
+    recipe: Recipe = None  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
@@ -262,6 +270,9 @@ class Damage:
     kernel_size: int
     negatives: Literal["synthetic", "cifar10", "imagenet"]  # the non-bird class
     recipe: Recipe  # training of the original and the damaged nets (binary task)
+    # layers measured in notebook 11 ("blocks", "stages" or module names); the damaged layers
+    # themselves are always measured too
+    layers: str | tuple[str, ...]
     n_negatives: int | None = None  # None = as many as there are bird images
 
 
@@ -269,6 +280,10 @@ class Damage:
 class Dynamics:
     depth: int
     snapshot_epochs: tuple[int, ...]  # 0 = before training
+    n_train: int | None = None  # training images of the run (a subset of data.cifar); None = data.cifar.n_train
+    method: Literal["optimize", "linear"] | None = None  # CID method of this figure; None = estimator.method
+    # blocks measured (module names, or "stages" / "blocks"); None = layers.resnet<depth>
+    layers: str | tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -509,8 +524,11 @@ def _check(p: Profile) -> None:
     for key in ("steps", "draws", "n_probes", "eval_draws"):
         need(getattr(e, key) >= 1, f"estimator.{key} must be >= 1")
     need(e.lr > 0 and e.sigma_max > 0 and 0 < e.tol < 1, "estimator.lr, sigma_max > 0 and 0 < tol < 1")
+    need(e.max_eval_draws is None or e.max_eval_draws >= e.eval_draws,
+         f"estimator.max_eval_draws must be >= eval_draws ({e.eval_draws}) or left out, got {e.max_eval_draws}")
     for f in dataclasses.fields(ImagesPerFigure):
-        need(getattr(e.n_images, f.name) >= 1, f"estimator.n_images.{f.name} must be >= 1")
+        v = getattr(e.n_images, f.name)
+        need(v is None or v >= 1, f"estimator.n_images.{f.name} must be >= 1")
 
     dec = p.decoder
     need(dec.n_blocks >= 1 and all(b >= 1 for b in dec.compare_blocks), "decoder block counts must be >= 1")
@@ -531,6 +549,13 @@ def _check(p: Profile) -> None:
     keep = p.compression.keep
     need(all(0 < k < 1 for k in keep) and list(keep) == sorted(set(keep), reverse=True),
          f"compression.keep must be decreasing fractions in (0, 1), got {keep}")
+    comp_layers, comp_ru = p.compression.layers, p.compression.ru_layers
+    need(comp_layers in ("blocks", "stages") if isinstance(comp_layers, str) else len(comp_layers) >= 1,
+         f"compression.layers must be 'blocks', 'stages' or a non-empty list of module names, got {comp_layers!r}")
+    need(comp_ru == "same" if isinstance(comp_ru, str)
+         else isinstance(comp_layers, str) or set(comp_ru) <= set(comp_layers),
+         f"compression.ru_layers must be 'same' or a list of module names (empty: no RU) among "
+         f"compression.layers, got {comp_ru!r}")
     need(p.distillation.temperature > 0 and 0 <= p.distillation.alpha <= 1,
          "distillation: temperature must be > 0 and alpha in [0, 1]")
     adv = p.adversarial
@@ -542,6 +567,18 @@ def _check(p: Profile) -> None:
     need(dmg.n_filters >= 1 and dmg.kernel_size >= 1 and dmg.kernel_size % 2 == 1,
          "damage: n_filters must be >= 1 and kernel_size odd")
     need(dmg.n_negatives is None or dmg.n_negatives >= 1, "damage.n_negatives must be >= 1 or left out")
+    need(dmg.layers in ("blocks", "stages") if isinstance(dmg.layers, str)
+         else len(dmg.layers) >= 1 and all(isinstance(n, str) and n for n in dmg.layers),
+         f"damage.layers must be 'blocks', 'stages' or a non-empty list of module names, got {dmg.layers!r}")
+    need(p.dynamics.n_train is None or p.dynamics.n_train >= 1,
+         f"dynamics.n_train must be >= 1 or left out, got {p.dynamics.n_train}")
+    need(p.dynamics.n_train is None or p.data.cifar.n_train is None or p.dynamics.n_train <= p.data.cifar.n_train,
+         f"dynamics.n_train ({p.dynamics.n_train}) must be <= data.cifar.n_train ({p.data.cifar.n_train}): "
+         "it is a subset of that training set")
+    need(len(p.dynamics.snapshot_epochs) >= 1, "dynamics.snapshot_epochs is empty")
+    need(p.dynamics.layers is None or (p.dynamics.layers != () and p.dynamics.layers != ""),
+         "dynamics.layers is empty (leave it out to use layers.resnet<depth>)")
+    need(adv.epsilon <= 1, f"adversarial.epsilon is in pixel units (images in [0, 1]), got {adv.epsilon}")
     snaps = p.dynamics.snapshot_epochs
     need(list(snaps) == sorted(set(snaps)) and all(0 <= s <= p.training.cifar_resnet.epochs for s in snaps),
          f"dynamics.snapshot_epochs must increase within 0..training.cifar_resnet.epochs "

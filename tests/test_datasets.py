@@ -466,3 +466,35 @@ def test_imagenet_imagefolder_layout(tmp_path):
     assert image.shape == (3, 32, 32) and label == 1
     # A data directory holding imagenet/ works too, through the registry.
     assert len(get_dataset("imagenet", root=tmp_path, image_size=None)) == 4
+
+
+def test_in_memory_reads_each_item_once_and_keeps_attributes():
+    from deepinfo.datasets import InMemory
+
+    class Counting(torch.utils.data.Dataset):
+        classes = ["a", "b"]
+
+        def __init__(self):
+            self.reads = 0
+
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, i):
+            if not 0 <= i < 3:
+                raise IndexError(i)
+            self.reads += 1
+            return torch.full((1,), float(i)), i % 2
+
+    base = Counting()
+    ds = InMemory(base)
+    first = [ds[i] for i in range(3)]
+    again = [ds[i] for i in range(3)] + [ds[-1]]
+    assert base.reads == 3
+    assert [float(x) for x, _ in first] == [0.0, 1.0, 2.0]
+    assert again[3] is first[2] and again[0] is first[0]
+    assert ds.classes == ["a", "b"] and len(ds) == 3
+    with pytest.raises(IndexError):
+        ds[3]
+    loader = torch.utils.data.DataLoader(ds, batch_size=2)
+    assert sum(len(b[0]) for b in loader) == 3

@@ -366,3 +366,44 @@ def test_result_table_and_round_trip(tmp_path):
     back = InfoMaps.load(tmp_path / "m.pt")
     assert torch.equal(back.pixelwise, maps.pixelwise) and back.layers == maps.layers
     assert back.upsampled().shape == (2, 2, 12, 12)
+
+
+@pytest.mark.parametrize("slope", [1.0, 2.0, 3.5, 6.0])
+def test_rescaling_to_the_constraint_converges_on_steep_layers(slope):
+    # r grows as sigma^slope: slope 2 is a linear layer; trained nets' logits measured 3-4, where
+    # steps that assume slope 2 overshoot and oscillate instead of converging
+    from deepinfo._solver import rescale_to_constraint
+
+    start = torch.tensor([[-3.0, -2.0], [-4.0, -4.5], [-2.5, -2.5]])  # log sigma [B=3, G=2]
+    scale = torch.tensor([28.0, 0.05, 1.01])  # r at the start; the third is already on it
+    calls = []
+
+    def measure(log_sigma, step):
+        calls.append(step)
+        c = (log_sigma - start).mean(-1)
+        r = scale * torch.exp(slope * c)
+        return r, torch.full_like(r, 0.001), None
+
+    first = (scale.clone(), torch.full_like(scale, 0.001), None)
+    s, r, se, _ = rescale_to_constraint(measure, start, first, tol=0.05, log_sigma_max=10.0)
+    assert torch.all((r - 1).abs() <= 0.025), r
+    assert torch.allclose(s[2], start[2])  # left alone, its first measurement kept
+    assert r[2] == scale[2]
+    assert len(calls) <= (1 if slope == 2.0 else 8)
+    true_r = scale * torch.exp(slope * (s - start).mean(-1))
+    assert torch.allclose(r, true_r)  # what is reported was measured at the returned sigma
+
+
+def test_rescaling_to_the_constraint_leaves_capped_cells_alone():
+    from deepinfo._solver import rescale_to_constraint
+
+    cap = 1.0
+    start = torch.tensor([[cap, -3.0, -3.0]])
+
+    def measure(log_sigma, step):
+        r = torch.exp(2 * (log_sigma[:, 1:] + 3.0).mean(-1)) * 4.0
+        return r, torch.full_like(r, 0.001), None
+
+    s, r, _, _ = rescale_to_constraint(measure, start, measure(start, -1), tol=0.05, log_sigma_max=cap)
+    assert s[0, 0] == cap and (r - 1).abs().max() <= 0.025
+    assert torch.allclose(s[0, 1:], torch.full((2,), -3.0 - 0.5 * math.log(4.0)), atol=1e-5)

@@ -397,15 +397,26 @@ def test_imagenet_weights_request_is_wired(monkeypatch):
     for k, v in source.state_dict().items():
         assert torch.equal(model.state_dict()[k], v)
 
-    for bad, match in [
-        (dict(num_classes=10), "num_classes=1000 and width=1"),
-        (dict(width=0.5), "num_classes=1000 and width=1"),
-    ]:
-        with pytest.raises(ValueError, match=match):
-            build("resnet18", weights="imagenet", **bad)
+    with pytest.raises(ValueError, match="width=1"):
+        build("resnet18", weights="imagenet", width=0.5)
     with pytest.raises(ValueError, match="input_size >= 224"):
         build("vgg16", weights="imagenet", input_size=64)
     assert len(calls) == 1
+
+    # another class count (CUB's 200): every pretrained weight but a new last layer
+    tuned = build("resnet18", weights="imagenet", num_classes=200)
+    assert len(calls) == 2 and tuned.fc.out_features == 200
+    for k, v in source.state_dict().items():
+        if not k.startswith("fc."):
+            assert torch.equal(tuned.state_dict()[k], v)
+
+
+def test_imagenet_weights_with_a_new_head_for_vgg(monkeypatch):
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url",
+                        lambda url, **kw: build("vgg16", batch_norm=True).state_dict())
+    tuned = build("vgg16", weights="imagenet", num_classes=200, batch_norm=True)
+    assert tuned.classifier[-1].out_features == 200
+    assert tuned(torch.rand(1, 3, 224, 224)).shape == (1, 200)
 
 
 def test_builder_checkpoint_path(tmp_path):

@@ -197,6 +197,7 @@ def test_ints_are_accepted_for_floats(tmp_path):
         ("data.cifar", "n_train", None, r"data\.cifar\.n_train is required for synthetic data"),
         ("networks.cifar", "weights", '"published"', r"'published' needs dataset cifar10"),
         ("estimator", "grid", "64", r"estimator\.grid must be in 1\.\.32"),
+        ("estimator", "max_eval_draws", "4", r"estimator\.max_eval_draws must be >= eval_draws"),
     ],
 )
 def test_inconsistent_values_are_errors(tmp_path, section, key, value, pattern):

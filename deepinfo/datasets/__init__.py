@@ -33,9 +33,10 @@ from .cifar import cifar10
 from .cub import CUB200, download_cub
 from .imagenet import imagenet_val
 from .isbi import ISBI2012
+from .memory import InMemory
 from .synthetic import SHAPES, Synthetic
 
-__all__ = ["CUB200", "DatasetSubset", "ISBI2012", "LabelledImages", "MaskedItem", "SHAPES",
+__all__ = ["CUB200", "DatasetSubset", "ISBI2012", "InMemory", "LabelledImages", "MaskedItem", "SHAPES",
            "Synthetic", "cifar10", "download_cub", "get_dataset", "imagenet_val", "names",
            "subset"]
 

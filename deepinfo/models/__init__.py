@@ -7,6 +7,8 @@
 - :func:`block_names`, :func:`conv_layer_names`, :func:`stage_names`, :func:`layer_names`,
   :func:`resolve_layers` -- the layers to measure, as module names in forward order.
 - :class:`Normalize` -- the normalization each model holds as its ``normalize`` submodule.
+- :func:`unet` / :class:`UNet` -- Ronneberger et al.'s U-Net (padded convs, 2 output classes) for
+  the ISBI 2012 membrane segmentation (paper App. G.1).
 
 torchvision is an optional dependency: the names from :mod:`deepinfo.models.vision` are imported
 on first use, so the CIFAR models work with torch alone.
@@ -34,6 +36,7 @@ from deepinfo.models.layer_names import (
     stage_names,
 )
 from deepinfo.models.normalize import IMAGENET_MEAN, IMAGENET_STD, Normalize, imagenet_normalize
+from deepinfo.models.unet import UNet, unet, unet_block_names, unet_stage_names
 
 _VISION = ("build", "ARCHITECTURES", "MIN_INPUT_SIZE", "IMAGENET_WEIGHTS", "AlexNet", "VGG", "ResNet")
 
@@ -55,6 +58,10 @@ __all__ = [
     "published_checkpoint",
     "resolve_layers",
     "stage_names",
+    "UNet",
+    "unet",
+    "unet_block_names",
+    "unet_stage_names",
     *_VISION,
 ]
 

@@ -64,7 +64,13 @@ def conv_layer_names(model: nn.Module, include_classifier: bool = True) -> list[
 
 
 def layer_names(model: nn.Module) -> list[str]:
-    """:func:`block_names` for ResNets, :func:`conv_layer_names` for AlexNet/VGG."""
+    """:func:`block_names` for ResNets, :func:`conv_layer_names` for AlexNet/VGG, every encoder
+    block, the bottleneck and every decoder block for a U-Net
+    (:func:`deepinfo.models.unet.unet_block_names`)."""
+    from deepinfo.models.unet import _is_unet, unet_block_names
+
+    if _is_unet(model):
+        return unet_block_names(model)
     try:
         return block_names(model)
     except ValueError:
@@ -73,14 +79,19 @@ def layer_names(model: nn.Module) -> list[str]:
         return conv_layer_names(model)
     except ValueError:
         raise ValueError(
-            f"layer_names knows ResNets (layer1, layer2, ... stages) and AlexNet/VGG "
-            f"(features + classifier); got {type(model).__name__}"
+            f"layer_names knows ResNets (layer1, layer2, ... stages), AlexNet/VGG "
+            f"(features + classifier) and U-Nets (enc, bottleneck, dec); got {type(model).__name__}"
         ) from None
 
 
 def stage_names(model: nn.Module) -> list[str]:
     """The end of each stage: ``["layer1", ..., "layerK"]`` for ResNets (``encoder.``-prefixed for
-    auto-encoders), the ``MaxPool2d`` of each pooling block (``features.4``, ...) for AlexNet/VGG."""
+    auto-encoders), the ``MaxPool2d`` of each pooling block (``features.4``, ...) for AlexNet/VGG,
+    the three ends of the U (``enc.0``, ``bottleneck``, last ``dec`` block) for a U-Net."""
+    from deepinfo.models.unet import _is_unet, unet_stage_names
+
+    if _is_unet(model):
+        return unet_stage_names(model)
     for prefix, root in (("", model), ("encoder.", getattr(model, "encoder", None))):
         if isinstance(root, nn.Module) and _stages(root):
             return [f"{prefix}{stage}" for stage in _stages(root)]
@@ -90,8 +101,8 @@ def stage_names(model: nn.Module) -> list[str]:
         if pools:
             return pools
     raise ValueError(
-        f"stage_names knows ResNets (layer1, layer2, ... stages) and AlexNet/VGG (max-pools in "
-        f"'features'); got {type(model).__name__}"
+        f"stage_names knows ResNets (layer1, layer2, ... stages), AlexNet/VGG (max-pools in "
+        f"'features') and U-Nets (enc, bottleneck, dec); got {type(model).__name__}"
     )
 
 

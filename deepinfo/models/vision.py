@@ -264,6 +264,15 @@ def _smallest_input_for_imagenet_pool(key: str) -> int:
     return size
 
 
+def _replace_head(model: nn.Module, num_classes: int) -> None:
+    # torchvision's own init for a Linear, drawn from the global generator (seed it for repeatability)
+    if isinstance(model, tvm.ResNet):
+        model.fc = nn.Linear(model.fc.in_features, num_classes)
+    else:
+        last = model.classifier[-1]
+        model.classifier[-1] = nn.Linear(last.in_features, num_classes)
+
+
 def build(
     name: str,
     num_classes: int = 1000,
@@ -283,8 +292,10 @@ def build(
         width: multiplier on every conv's channels and the FC hidden sizes (AlexNet/VGG 4096);
             ``width=1`` is torchvision's architecture.
         weights: ``None`` (torchvision's random init), ``"imagenet"`` (torchvision's V1 ImageNet
-            weights, downloaded through ``torch.hub`` with hash check; needs ``num_classes=1000``,
-            ``width=1`` and an input_size whose feature map covers torchvision's pooled size), or
+            weights, downloaded through ``torch.hub`` with hash check; needs ``width=1`` and an
+            input_size whose feature map covers torchvision's pooled size; with ``num_classes``
+            other than 1000 the last Linear is replaced by a new, randomly initialised one, for
+            fine-tuning as the paper does on CUB), or
             a checkpoint path (state dict; ``module.`` prefix stripped). Loading is strict.
         input_size: the images' size, an int or ``(H, W)`` in pixels. Checked against the arch's
             smallest input (:data:`MIN_INPUT_SIZE`); for AlexNet/VGG it also sets the pooled size
@@ -318,10 +329,13 @@ def build(
     bn = batch_norm and key in _TORCHVISION_POOL
 
     if isinstance(weights, str) and weights == "imagenet":
-        if num_classes != 1000 or width != 1:
-            raise ValueError(
-                f"ImageNet weights need num_classes=1000 and width=1, got num_classes={num_classes}, width={width}"
-            )
+        if width != 1:
+            raise ValueError(f"ImageNet weights need width=1, got width={width}")
+        if num_classes != 1000:
+            # the paper fine-tunes ImageNet nets on CUB: every layer pretrained but a new last one
+            model = build(key, 1000, 1.0, "imagenet", input_size, dropout, progress, batch_norm)
+            _replace_head(model, num_classes)
+            return model
         if bn and key not in IMAGENET_BN_WEIGHTS:
             raise ValueError(
                 f"torchvision has no ImageNet weights for {key} with batch_norm=True (it has them for "
