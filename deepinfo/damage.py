@@ -26,6 +26,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .datasets import MaskedItem, Synthetic, cifar10, imagenet_val, subset
+from .models.vision import vgg_init
 
 __all__ = ["BirdVsNonBird", "IMAGENET_BIRD_CLASSES", "NEGATIVES", "conv_positions", "damage_vgg",
            "damaged_layer", "negative_images"]
@@ -58,20 +59,6 @@ def _conv_position(model: nn.Module, conv_index: int) -> int:
         raise ValueError(f"conv_index must be an int in -{len(positions)}..{len(positions) - 1} "
                          f"(the model has {len(positions)} conv layers; -1 is the last), got {conv_index!r}")
     return positions[conv_index]
-
-
-def _init_like_vgg(m: nn.Module) -> None:
-    """torchvision's VGG initialisation, so the new layers start as the original net's did."""
-    if isinstance(m, nn.Conv2d):
-        nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        if m.bias is not None:
-            nn.init.constant_(m.bias, 0)
-    elif isinstance(m, nn.BatchNorm2d):
-        nn.init.constant_(m.weight, 1)
-        nn.init.constant_(m.bias, 0)
-    elif isinstance(m, nn.Linear):
-        nn.init.normal_(m.weight, 0, 0.01)
-        nn.init.constant_(m.bias, 0)
 
 
 def damage_vgg(model: nn.Module, conv_index: int = -1, n_filters: int = 4, kernel_size: int = 7) -> nn.Module:
@@ -114,12 +101,12 @@ def damage_vgg(model: nn.Module, conv_index: int = -1, n_filters: int = 4, kerne
     old_channels = old.out_channels
     new = nn.Conv2d(old.in_channels, n_filters, kernel_size, padding=kernel_size // 2, bias=old.bias is not None)
     new.to(old.weight.device, old.weight.dtype)
-    _init_like_vgg(new)
+    vgg_init(new)
     features[pos] = new
 
     def rebuilt(module: nn.Module) -> nn.Module:
         module.to(old.weight.device, old.weight.dtype)
-        _init_like_vgg(module)
+        vgg_init(module)
         return module
 
     later = [(i, m) for i, m in enumerate(features) if i > pos]

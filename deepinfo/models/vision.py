@@ -151,6 +151,20 @@ class AlexNet(tvm.AlexNet):
         return super().forward(self.normalize(x))
 
 
+def vgg_init(m: nn.Module) -> None:
+    """torchvision's VGG initialisation of one module (conv, batch norm or linear; others untouched)."""
+    if isinstance(m, nn.Conv2d):
+        nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        if m.bias is not None:
+            nn.init.constant_(m.bias, 0)
+    elif isinstance(m, nn.BatchNorm2d):
+        nn.init.constant_(m.weight, 1)
+        nn.init.constant_(m.bias, 0)
+    elif isinstance(m, nn.Linear):
+        nn.init.normal_(m.weight, 0, 0.01)
+        nn.init.constant_(m.bias, 0)
+
+
 class VGG(tvm.VGG):
     """torchvision's VGG with ``normalize`` in front, widths times ``width``.
 
@@ -178,17 +192,8 @@ class VGG(tvm.VGG):
             nn.Linear(hidden, num_classes),
         )
         _no_inplace(self.features)
-        for m in self.modules():  # torchvision's VGG init
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.constant_(m.bias, 0)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.constant_(m.weight, 1)
-                nn.init.constant_(m.bias, 0)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.constant_(m.bias, 0)
+        for m in self.modules():
+            vgg_init(m)
 
     def forward(self, x: Tensor) -> Tensor:
         """``x``: ``[B, 3, H, W]`` in [0, 1] -> logits ``[B, num_classes]``."""
