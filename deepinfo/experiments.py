@@ -163,6 +163,17 @@ def layers_for(profile, arch: str, model: nn.Module) -> list[str]:
 
 # --- decoders --------------------------------------------------------------------------------
 
+def _data_fingerprint(ds: Dataset) -> str:
+    """Its size and the pixels of its first and last items: two notebooks training a decoder for
+    the same network and layer on different data (another crop, another set) get two decoders."""
+    import hashlib
+
+    h = hashlib.sha256(str(len(ds)).encode())
+    for i in {0, len(ds) - 1}:
+        h.update(torch.as_tensor(ds[i][0]).float().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def trained_decoder(profile, trained: Trained, layer: str, train_set: Dataset, *,
                     n_blocks: int | None = None, progress: bool = True) -> nn.Module:
     """The RU decoder of ``layer`` for a trained network, cached under ``artifacts/<profile>/decoders``."""
@@ -173,7 +184,7 @@ def trained_decoder(profile, trained: Trained, layer: str, train_set: Dataset, *
     n_blocks = n_blocks or d.n_blocks
     settings = {"model": trained.key, "layer": layer, "n_blocks": n_blocks, "width": d.width,
                 "epochs": d.epochs, "batch_size": d.batch_size, "lr": d.lr, "n_train": d.n_train,
-                "seed": p.seed}
+                "seed": p.seed, "data": _data_fingerprint(train_set)}
     path = artifacts_dir(p.artifacts, "decoders") / f"{trained.name}-{config_key(settings)}.pt"
     if path.is_file():
         saved = torch.load(path, map_location="cpu", weights_only=True)

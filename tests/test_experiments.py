@@ -59,3 +59,18 @@ def test_trained_decoder_is_cached(monkeypatch):
     x = torch.rand(2, 3, 32, 32)
     f = trained.model.conv(x)
     assert torch.allclose(first(f), second(f), atol=1e-6)
+
+
+def test_trained_decoder_cache_tells_training_data_apart(monkeypatch):
+    p = load_profile("smoke")
+    trained = E.Trained("tiny", Tiny().eval(), "tiny-test")
+    E.trained_decoder(p, trained, "conv", E.cifar_data(p, "test"), progress=False)
+    calls = []
+    import deepinfo.decoder as D
+
+    real = D.train_decoder
+    monkeypatch.setattr(D, "train_decoder", lambda *a, **k: calls.append(1) or real(*a, **k))
+    E.trained_decoder(p, trained, "conv", E.cifar_data(p, "test"), progress=False)
+    assert calls == []  # same data: loaded
+    E.trained_decoder(p, trained, "conv", E.cifar_data(p, "train"), progress=False)
+    assert calls == [1]  # other data: a decoder of its own
