@@ -73,6 +73,10 @@ def estimate(
     layers = resolve_layers(model, layers)
     device = model_device(model, x.device)
     x = x.detach().to(device)
+    if batch_size is None:
+        batch_size = 256 if device.type == "cuda" else 64
+    if not (isinstance(batch_size, int) and batch_size >= 1):
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     B, C, H, W = x.shape
     g = Grid.make(grid, (H, W))
     log_cap = math.log(sigma_max)
@@ -119,17 +123,33 @@ def estimate(
                 else:
                     s = s_lin[li]
 
-                def check(s, tag):  # the achieved ratio (and RU terms), measured on fresh noise
-                    sampler.gens = image_generators(seed, lo, hi - lo, f"{tag}/{name}", device)
-                    return measure_ratio(sampler, s, norm, eval_draws, max(max_eval_draws, ru_draws),
-                                         rel_se=rel_se, per_draw=per_draw, min_draws=ru_draws)[:3]
+                rescale = method == "optimize" or calibrate
 
-                first = check(s, "eval")
-                if method == "optimize" or calibrate:
+                def check(s, tag, off_tol=None, idx=None):  # the achieved ratio (and RU terms), on fresh noise
+                    # idx: only these images of the chunk (their own generators, so same noise)
+                    gens = image_generators(seed, lo, hi - lo, f"{tag}/{name}", device)
+                    smp, pdraw, nrm = sampler, per_draw, norm
+                    if idx is not None:
+                        keep = idx.tolist()
+                        smp = Sampler(tap, name, xc[idx], f[name][idx], g, [],
+                                      None if sampler.jacobian is None else sampler.jacobian[idx])
+                        pdraw = _entropy_terms(kind, decoders, name, xc[idx], g)[1]
+                        nrm, gens = norm[idx], [gens[i] for i in keep]
+                    smp.gens = gens
+                    return measure_ratio(smp, s, nrm, eval_draws, max(max_eval_draws, ru_draws),
+                                         rel_se=rel_se, per_draw=pdraw, min_draws=ru_draws,
+                                         off_tol=off_tol)[:3]
+
+                # when a rescaling follows, a ratio clearly off needs no precise value: it is
+                # stepped again (only ratios measured to full precision are accepted)
+                first = check(s, "eval", off_tol=tol if rescale else None)
+                if rescale:
                     # project the images off the constraint by a common scale of sigma (the
                     # closed form's shape, or the optimum's), each step measured on new noise
+                    # and only for the images still off
                     s, r, se, extra = rescale_to_constraint(
-                        lambda s, step: check(s, f"recheck{step}"), s, first, tol, log_cap)
+                        lambda s, step, idx: check(s, f"recheck{step}", off_tol=tol, idx=idx),
+                        s, first, tol, log_cap)
                 else:
                     r, se, extra = first
                 pix = cid_cells(s) if kind == "cid" else ru_cells(extra, g, C)

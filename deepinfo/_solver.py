@@ -71,12 +71,16 @@ def measure_ratio(
     per_draw: Callable[[torch.Tensor], torch.Tensor] | None = None,
     min_draws: int = 0,
     fixed_n: torch.Tensor | None = None,
+    off_tol: float | None = None,
 ):
     """Sample ``r = E||f'-f||^2 / norm`` per image, in rounds of ``draws``, until the relative
     standard error of ``r`` is below ``rel_se`` (at least ``min_draws``, at most ``max_draws``).
 
     Each image stops at its own count and uses only its own first draws, so its result does not
     depend on the other images of the batch; ``fixed_n [B]`` imposes the counts instead.
+    ``off_tol``: an image also stops, after two rounds, once its ratio is off by more than
+    ``off_tol`` plus three standard errors -- it will be rescaled and measured again anyway, so a
+    precise value of a ratio known to be wrong is wasted work (never used for a reported value).
     ``per_draw(fp)`` optionally maps each round's perturbed features ``[D, B, ...]`` to a quantity
     ``[D, B, ...]`` whose mean over each image's draws is returned too (used for RU).
     Returns ``(r [B], se [B], extra_mean or None, n_draws [B])``.
@@ -95,6 +99,8 @@ def measure_ratio(
                 allv = torch.cat(vals)
                 r, se = allv.mean(0), allv.std(0) / math.sqrt(n)
                 done = (n >= max_draws) | ((n >= min_draws) & (se <= rel_se * r.clamp_min(1e-30)))
+                if off_tol is not None and n >= 2 * draws:
+                    done = done | ((n >= min_draws) & ((r - 1).abs() > off_tol + 3 * se))
                 stop = torch.where((stop == 0) & done, torch.full_like(stop, n), stop)
             if bool((stop > 0).all()) and n >= int(stop.max()):
                 break
@@ -155,7 +161,7 @@ def lagrangian_descent(
 
 
 def rescale_to_constraint(
-    measure: Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]],
+    measure: Callable[[torch.Tensor, int, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]],
     log_sigma: torch.Tensor,
     first: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None],
     tol: float,
@@ -169,7 +175,8 @@ def rescale_to_constraint(
     ``c = -0.5 log r``, lands on the constraint; a real network can be much steeper (a trained
     net's logits: slope 3-4, where slope-2 steps overshoot and oscillate), so later steps use the
     slope fitted (least squares, log-log) to all points measured so far. Every step is judged on a fresh measurement
-    (``measure(log_sigma, step) -> (r, se, extra)``, new noise each step), which is also what is
+    of the images still off (``measure(log_sigma[idx], step, idx) -> (r, se, extra)`` for those
+    images ``idx``, new noise each step), which is also what is
     reported. An image is done when its ratio is within ``tol / 2`` of 1, or within ``tol`` and
     within two standard errors of 1 (closer than the measurement can tell). ``first`` is the
     measurement at ``log_sigma``; images already done keep it and their sigma. Returns ``(log_sigma [B, G], r [B], se [B], extra or None)``.
@@ -192,7 +199,14 @@ def rescale_to_constraint(
             break
         c_new = torch.where(off, c - log_r / slope, c)
         s = torch.where(free, log_sigma + c_new[:, None], log_sigma).clamp(max=log_sigma_max)
-        r2, se2, extra2 = measure(s, step)
+        idx = off.nonzero().flatten()
+        r_i, se_i, extra_i = measure(s[idx], step, idx)
+        r2, se2 = r.clone(), se.clone()
+        r2[idx], se2[idx] = r_i, se_i
+        extra2 = None
+        if extra is not None:
+            extra2 = extra.clone()
+            extra2[idx] = extra_i
         log_r2 = torch.log(r2.clamp_min(1e-12))
         r, se = torch.where(off, r2, r), torch.where(off, se2, se)
         if extra is not None:

@@ -222,6 +222,14 @@ def test_same_seed_same_numbers_and_batch_independence():
     # an image's map does not depend on the other images of the batch (noise drawn per image)
     one = deepinfo.cid(net, x[:1], ["relu1", "fc"], seed=3, progress=False, steps=20)
     assert torch.allclose(one.pixelwise[:, 0], a.pixelwise[:, 0], atol=1e-4)
+    # nor on how the images are chunked into forward passes (one image per chunk here)
+    small = deepinfo.cid(net, x, ["relu1", "fc"], seed=3, progress=False, steps=20, batch_size=8)
+    assert torch.allclose(small.pixelwise, a.pixelwise, atol=1e-4)
+    assert torch.allclose(small.constraint, a.constraint, atol=1e-4)
+    lin = [deepinfo.cid(net, x, ["relu1", "fc"], seed=3, method="linear", progress=False, batch_size=bs)
+           for bs in (8, 256)]
+    assert torch.allclose(lin[0].pixelwise, lin[1].pixelwise, atol=1e-4)
+    assert torch.allclose(lin[0].constraint, lin[1].constraint, atol=1e-4)
 
 
 def test_the_model_is_left_exactly_as_found():
@@ -342,6 +350,8 @@ def test_bad_inputs_raise_clear_errors():
         deepinfo.cid(net, (x * 255).to(torch.uint8), "relu1", progress=False)
     with pytest.raises(ValueError, match="grid"):
         deepinfo.cid(net, x, "relu1", grid=20, progress=False)
+    with pytest.raises(ValueError, match="batch_size"):
+        deepinfo.cid(net, x, "relu1", batch_size=0, progress=False)
     with pytest.raises(KeyError, match="no decoder"):
         deepinfo.ru(net, {}, x, "relu1", progress=False)
     with pytest.warns(UserWarning, match="pixel-space"):
@@ -378,10 +388,11 @@ def test_rescaling_to_the_constraint_converges_on_steep_layers(slope):
     scale = torch.tensor([28.0, 0.05, 1.01])  # r at the start; the third is already on it
     calls = []
 
-    def measure(log_sigma, step):
+    def measure(log_sigma, step, idx):
         calls.append(step)
-        c = (log_sigma - start).mean(-1)
-        r = scale * torch.exp(slope * c)
+        assert 2 not in idx.tolist()  # only the images still off are measured again
+        c = (log_sigma - start[idx]).mean(-1)
+        r = scale[idx] * torch.exp(slope * c)
         return r, torch.full_like(r, 0.001), None
 
     first = (scale.clone(), torch.full_like(scale, 0.001), None)
@@ -400,10 +411,11 @@ def test_rescaling_to_the_constraint_leaves_capped_cells_alone():
     cap = 1.0
     start = torch.tensor([[cap, -3.0, -3.0]])
 
-    def measure(log_sigma, step):
+    def measure(log_sigma, step, idx):
         r = torch.exp(2 * (log_sigma[:, 1:] + 3.0).mean(-1)) * 4.0
         return r, torch.full_like(r, 0.001), None
 
-    s, r, _, _ = rescale_to_constraint(measure, start, measure(start, -1), tol=0.05, log_sigma_max=cap)
+    s, r, _, _ = rescale_to_constraint(measure, start, measure(start, -1, torch.tensor([0])), tol=0.05,
+                                       log_sigma_max=cap)
     assert s[0, 0] == cap and (r - 1).abs().max() <= 0.025
     assert torch.allclose(s[0, 1:], torch.full((2,), -3.0 - 0.5 * math.log(4.0)), atol=1e-5)
