@@ -167,6 +167,7 @@ def rescale_to_constraint(
     tol: float,
     log_sigma_max: float,
     iterations: int = 8,
+    hold_capped: bool = True,
 ):
     """Bring each image's achieved ratio within ``tol`` of 1 by a common scale of its sigma.
 
@@ -174,30 +175,40 @@ def rescale_to_constraint(
     linear layer ``r`` grows as ``sigma^2`` (slope 2 in log-log), so the first step,
     ``c = -0.5 log r``, lands on the constraint; a real network can be much steeper (a trained
     net's logits: slope 3-4, where slope-2 steps overshoot and oscillate), so later steps use the
-    slope fitted (least squares, log-log) to all points measured so far. Every step is judged on a fresh measurement
+    slope fitted (least squares, log-log) to all points measured so far, and bisection once the
+    root is bracketed and the secant step would leave the bracket. Every step is judged on a fresh measurement
     of the images still off (``measure(log_sigma[idx], step, idx) -> (r, se, extra)`` for those
     images ``idx``, new noise each step), which is also what is
     reported. An image is done when its ratio is within ``tol / 2`` of 1, or within ``tol`` and
     within two standard errors of 1 (closer than the measurement can tell). ``first`` is the
-    measurement at ``log_sigma``; images already done keep it and their sigma. Returns ``(log_sigma [B, G], r [B], se [B], extra or None)``.
+    measurement at ``log_sigma``; images already done keep it and their sigma. Cells at the cap
+    keep it (the linearised layer ignores them) unless ``hold_capped`` is False. Returns
+    ``(log_sigma [B, G], r [B], se [B], extra or None)``.
     """
-    def missed(r, se):  # off the constraint: beyond tol/2, unless within tol and within 2 SE of 1
-        gap = (r - 1).abs()
-        return (gap > tol / 2) & ((gap > tol) | (gap > 2 * se))
+    def missed(r, se):
+        return off_constraint(r, se, tol)
 
     r, se, extra = first
     off = missed(r, se)
     # cells at the cap stay there: the layer ignores them, the budget belongs to the others
-    free = log_sigma < log_sigma_max - 1e-6
+    # (unless hold_capped is False: then every cell takes the common scale)
+    free = log_sigma < log_sigma_max - 1e-6 if hold_capped else torch.ones_like(log_sigma, dtype=torch.bool)
     c = torch.zeros_like(r)
     slope = torch.full_like(r, 2.0)
     log_r = torch.log(r.clamp_min(1e-12))
     cs, logs = [c], [log_r]  # every point measured, per image
+    # the shifts known to give r < 1 (lo) and r > 1 (hi): once both exist, a secant step that
+    # leaves the bracket is replaced by bisection (very steep, kinked layers otherwise oscillate)
+    lo = torch.where(log_r < 0, c, torch.full_like(c, -math.inf))
+    hi = torch.where(log_r > 0, c, torch.full_like(c, math.inf))
     s = log_sigma
     for step in range(iterations):
         if not bool(off.any()):
             break
-        c_new = torch.where(off, c - log_r / slope, c)
+        prop = c - log_r / slope
+        bracketed = torch.isfinite(lo) & torch.isfinite(hi)
+        prop = torch.where(bracketed & ~((prop > lo) & (prop < hi)), 0.5 * (lo + hi), prop)
+        c_new = torch.where(off, prop, c)
         s = torch.where(free, log_sigma + c_new[:, None], log_sigma).clamp(max=log_sigma_max)
         idx = off.nonzero().flatten()
         r_i, se_i, extra_i = measure(s[idx], step, idx)
@@ -212,6 +223,8 @@ def rescale_to_constraint(
         if extra is not None:
             extra = torch.where(off.reshape(-1, *[1] * (extra.dim() - 1)), extra2, extra)
         c, log_r = torch.where(off, c_new, c), torch.where(off, log_r2, log_r)
+        lo = torch.where(off & (log_r2 < 0), torch.maximum(lo, c_new), lo)
+        hi = torch.where(off & (log_r2 > 0), torch.minimum(hi, c_new), hi)
         cs.append(c_new), logs.append(log_r2)
         # the slope fitted to all points so far: short steps alone would give mostly noise
         C, Lr = torch.stack(cs), torch.stack(logs)
@@ -221,6 +234,13 @@ def rescale_to_constraint(
         slope = torch.where(off & (var > 0.01), fitted.clamp(0.5, 10.0), slope)
         off = off & missed(r2, se2)
     return torch.where(free, log_sigma + c[:, None], log_sigma).clamp(max=log_sigma_max), r, se, extra
+
+
+def off_constraint(r: torch.Tensor, se: torch.Tensor, tol: float) -> torch.Tensor:
+    """Ratios off the constraint: beyond ``tol / 2`` of 1, unless within ``tol`` and within two
+    standard errors of 1 (closer than the measurement can tell)."""
+    gap = (r - 1).abs()
+    return (gap > tol / 2) & ((gap > tol) | (gap > 2 * se))
 
 
 def image_generators(seed: int, offset: int, B: int, tag: str, device) -> list[torch.Generator]:

@@ -2,6 +2,7 @@
 
 import copy
 import math
+import warnings
 
 import pytest
 import torch
@@ -419,3 +420,51 @@ def test_rescaling_to_the_constraint_leaves_capped_cells_alone():
                                        log_sigma_max=cap)
     assert s[0, 0] == cap and (r - 1).abs().max() <= 0.025
     assert torch.allclose(s[0, 1:], torch.full((2,), -3.0 - 0.5 * math.log(4.0)), atol=1e-5)
+
+
+class DormantCorner(nn.Module):
+    """A linear map of the image plus a ReLU unit that is off (zero gradient) at every image in
+    [0, 1] but fires under noise of a few pixel ranges: its corner looks ignored to the
+    linearised layer, which caps its sigma, yet at the cap it dominates ||f' - f||^2."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(64, 16)
+        with torch.no_grad():
+            self.lin.weight[:, 0] = 0  # pixel (0, 0) reaches the output only through the ReLU
+
+    def forward(self, x):
+        flat = x.flatten(1)
+        dormant = 100 * torch.relu(x[:, 0, 0, 0] - 2.0)
+        return torch.cat([self.lin(flat), dormant[:, None]], 1)
+
+
+@pytest.mark.parametrize("method", ["linear", "optimize"])
+def test_capped_cells_that_the_real_layer_does_not_ignore_are_rescaled_too(method):
+    torch.manual_seed(0)
+    net = nn.Sequential()
+    net.add_module("h", DormantCorner())
+    x = torch.rand(2, 1, 8, 8)
+    with warnings.catch_warnings(record=True) as record:  # no "constraint is off" warning
+        warnings.simplefilter("always")
+        maps = deepinfo.cid(net, x, "h", method=method, sigma_max=10.0, progress=False)
+    assert not [w for w in record if "constraint" in str(w.message)]
+    assert ((maps.constraint - 1).abs() <= 0.05).all(), maps.constraint
+    # the dormant pixel ends below the cap, the others near the linear layer's closed form
+    assert (maps.sigma[0, :, 0, 0] < 10.0).all()
+    assert torch.isfinite(maps.pixelwise).all() and (maps.pixelwise > -10).all()
+
+
+def test_rescaling_to_the_constraint_bisects_a_kinked_steep_ratio():
+    from deepinfo._solver import rescale_to_constraint
+
+    start = torch.zeros(1, 4)
+
+    def measure(log_sigma, step, idx):  # r jumps by a factor e^30 per unit of log sigma above 0.1
+        c = log_sigma.mean(-1)
+        r = torch.where(c > 0.1, 0.5 * torch.exp(30 * (c - 0.1)), 0.5 * torch.exp(2 * (c - 0.1)))
+        return r, torch.full_like(r, 0.001), None
+
+    first = measure(start, -1, torch.tensor([0]))
+    s, r, _, _ = rescale_to_constraint(measure, start, first, tol=0.05, log_sigma_max=10.0, iterations=16)
+    assert (r - 1).abs().max() <= 0.025, r
