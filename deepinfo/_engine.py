@@ -18,9 +18,7 @@ from tqdm.auto import tqdm
 from ._features import FeatureTap, ModelGuard, model_device, resolve_layers
 from ._grid import Grid
 from ._jacobian import column_energies
-from ._solver import (
-    Sampler, image_generators, lagrangian_descent, measure_ratio, off_constraint, rescale_to_constraint,
-)
+from ._solver import Sampler, image_generators, lagrangian_descent, measure_ratio, project_to_constraint
 from .estimators import METHODS, cid_cells, closed_form_log_sigma, ru_cells
 from .result import InfoMaps
 
@@ -149,33 +147,11 @@ def estimate(
                     # project the images off the constraint by a common scale of sigma (the
                     # closed form's shape, or the optimum's), each step measured on new noise
                     # and only for the images still off
-                    s0 = s
-                    s, r, se, extra = rescale_to_constraint(
-                        lambda s, step, idx: check(s, f"recheck{step}", off_tol=tol, idx=idx),
-                        s0, first, tol, log_cap)
-                    # Cells at the cap are ignored by the linearised layer, but not always by the
-                    # real one: noise of sigma_max (10 pixel ranges) can move it however small the
-                    # other cells' sigma gets (seen on an early-training ResNet: r ~ 1e4 with every
-                    # free cell at sigma ~ 1e-50). Such images start again from the shape with
-                    # their capped cells at the largest free sigma (as ignored as the most ignored
-                    # cell the layer responds to), and every cell takes the common scale.
-                    # (capped by the closed form too: the optimize method starts there and its
+                    # cells the closed form capped (the optimize method starts there and its
                     # noisy descent can leave such a cell just below the cap)
-                    capped0 = (s0 >= log_cap - 1e-6) | (s_lin[li] >= log_cap - 1e-6)
-                    stuck = off_constraint(r, se, tol) & capped0.any(-1) & ~capped0.all(-1)
-                    if bool(stuck.any()):
-                        j = stuck.nonzero().flatten()
-                        top = s0[j].masked_fill(capped0[j], -math.inf).amax(-1, keepdim=True)
-                        s_rel = torch.where(capped0[j], top, s0[j])
-                        first_j = check(s_rel, "release", off_tol=tol, idx=j)
-                        s_j, r_j, se_j, extra_j = rescale_to_constraint(
-                            lambda s, step, idx: check(s, f"release{step}", off_tol=tol, idx=j[idx]),
-                            s_rel, first_j, tol, log_cap, iterations=16, hold_capped=False)
-                        s, r, se = s.clone(), r.clone(), se.clone()
-                        s[j], r[j], se[j] = s_j, r_j, se_j
-                        if extra is not None:
-                            extra = extra.clone()
-                            extra[j] = extra_j
+                    dormant = (s >= log_cap - 1e-6) | (s_lin[li] >= log_cap - 1e-6)
+                    s, r, se, extra = project_to_constraint(
+                        lambda s, tag, idx: check(s, tag, off_tol=tol, idx=idx), s, first, tol, log_cap, dormant)
                 else:
                     r, se, extra = first
                 pix = cid_cells(s) if kind == "cid" else ru_cells(extra, g, C)

@@ -185,11 +185,8 @@ def rescale_to_constraint(
     keep it (the linearised layer ignores them) unless ``hold_capped`` is False. Returns
     ``(log_sigma [B, G], r [B], se [B], extra or None)``.
     """
-    def missed(r, se):
-        return off_constraint(r, se, tol)
-
     r, se, extra = first
-    off = missed(r, se)
+    off = off_constraint(r, se, tol)
     # cells at the cap stay there: the layer ignores them, the budget belongs to the others
     # (unless hold_capped is False: then every cell takes the common scale)
     free = log_sigma < log_sigma_max - 1e-6 if hold_capped else torch.ones_like(log_sigma, dtype=torch.bool)
@@ -212,28 +209,62 @@ def rescale_to_constraint(
         s = torch.where(free, log_sigma + c_new[:, None], log_sigma).clamp(max=log_sigma_max)
         idx = off.nonzero().flatten()
         r_i, se_i, extra_i = measure(s[idx], step, idx)
-        r2, se2 = r.clone(), se.clone()
-        r2[idx], se2[idx] = r_i, se_i
-        extra2 = None
-        if extra is not None:
-            extra2 = extra.clone()
-            extra2[idx] = extra_i
-        log_r2 = torch.log(r2.clamp_min(1e-12))
-        r, se = torch.where(off, r2, r), torch.where(off, se2, se)
-        if extra is not None:
-            extra = torch.where(off.reshape(-1, *[1] * (extra.dim() - 1)), extra2, extra)
-        c, log_r = torch.where(off, c_new, c), torch.where(off, log_r2, log_r)
-        lo = torch.where(off & (log_r2 < 0), torch.maximum(lo, c_new), lo)
-        hi = torch.where(off & (log_r2 > 0), torch.minimum(hi, c_new), hi)
-        cs.append(c_new), logs.append(log_r2)
+        # the new values where off, the kept ones elsewhere (where c_new = c too)
+        r, se, extra = _put(r, idx, r_i), _put(se, idx, se_i), _put(extra, idx, extra_i)
+        c, log_r = c_new, torch.log(r.clamp_min(1e-12))
+        lo = torch.where(off & (log_r < 0), torch.maximum(lo, c), lo)
+        hi = torch.where(off & (log_r > 0), torch.minimum(hi, c), hi)
+        cs.append(c), logs.append(log_r)
         # the slope fitted to all points so far: short steps alone would give mostly noise
         C, Lr = torch.stack(cs), torch.stack(logs)
         Cc = C - C.mean(0)
         var = Cc.pow(2).sum(0)
         fitted = (Cc * (Lr - Lr.mean(0))).sum(0) / var.clamp_min(1e-12)
         slope = torch.where(off & (var > 0.01), fitted.clamp(0.5, 10.0), slope)
-        off = off & missed(r2, se2)
+        off = off & off_constraint(r, se, tol)
     return torch.where(free, log_sigma + c[:, None], log_sigma).clamp(max=log_sigma_max), r, se, extra
+
+
+def project_to_constraint(
+    measure: Callable[[torch.Tensor, str, torch.Tensor | None], tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]],
+    log_sigma: torch.Tensor,
+    first: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None],
+    tol: float,
+    log_sigma_max: float,
+    dormant: torch.Tensor,
+):
+    """:func:`rescale_to_constraint` holding capped cells, then a second pass for the images it
+    leaves off the constraint that have ``dormant [B, G]`` cells (capped by the closed form).
+
+    Cells at the cap are ignored by the linearised layer, but not always by the real one: noise
+    of sigma_max (10 pixel ranges) can move it however small the other cells' sigma gets (seen on
+    an early-training ResNet: r ~ 1e4 with every free cell at sigma ~ 1e-50). Such images start
+    again from the shape with their dormant cells at the largest other sigma (as ignored as the
+    most ignored cell the layer responds to), every cell taking the common scale.
+    ``measure(log_sigma[idx], tag, idx) -> (r, se, extra)`` measures the images ``idx`` (all when
+    None) on fresh noise named by ``tag``.
+    """
+    s, r, se, extra = rescale_to_constraint(
+        lambda s, step, idx: measure(s, f"recheck{step}", idx), log_sigma, first, tol, log_sigma_max)
+    stuck = off_constraint(r, se, tol) & dormant.any(-1) & ~dormant.all(-1)
+    if not bool(stuck.any()):
+        return s, r, se, extra
+    j = stuck.nonzero().flatten()
+    top = log_sigma[j].masked_fill(dormant[j], -math.inf).amax(-1, keepdim=True)
+    start = torch.where(dormant[j], top, log_sigma[j])
+    s_j, r_j, se_j, extra_j = rescale_to_constraint(
+        lambda s, step, idx: measure(s, f"release{step}", j[idx]), start, measure(start, "release", j),
+        tol, log_sigma_max, iterations=16, hold_capped=False)
+    return _put(s, j, s_j), _put(r, j, r_j), _put(se, j, se_j), _put(extra, j, extra_j)
+
+
+def _put(full: torch.Tensor | None, idx: torch.Tensor, part: torch.Tensor | None) -> torch.Tensor | None:
+    """A copy of ``full`` with rows ``idx`` replaced by ``part`` (None stays None)."""
+    if full is None:
+        return None
+    out = full.clone()
+    out[idx] = part
+    return out
 
 
 def off_constraint(r: torch.Tensor, se: torch.Tensor, tol: float) -> torch.Tensor:
