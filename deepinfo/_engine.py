@@ -74,7 +74,7 @@ def estimate(
     device = model_device(model, x.device)
     x = x.detach().to(device)
     if batch_size is None:
-        batch_size = 256 if device.type == "cuda" else 64
+        batch_size = 256 if device.type == "cuda" else 32
     if not (isinstance(batch_size, int) and batch_size >= 1):
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     B, C, H, W = x.shape
@@ -127,17 +127,10 @@ def estimate(
 
                 def check(s, tag, off_tol=None, idx=None):  # the achieved ratio (and RU terms), on fresh noise
                     # idx: only these images of the chunk (their own generators, so same noise)
-                    gens = image_generators(seed, lo, hi - lo, f"{tag}/{name}", device)
-                    smp, pdraw, nrm = sampler, per_draw, norm
-                    if idx is not None:
-                        keep = idx.tolist()
-                        smp = Sampler(tap, name, xc[idx], f[name][idx], g, [],
-                                      None if sampler.jacobian is None else sampler.jacobian[idx])
-                        pdraw = _entropy_terms(kind, decoders, name, xc[idx], g)[1]
-                        nrm, gens = norm[idx], [gens[i] for i in keep]
-                    smp.gens = gens
+                    sampler.gens = image_generators(seed, lo, hi - lo, f"{tag}/{name}", device)
+                    smp, nrm = (sampler, norm) if idx is None else (sampler.subset(idx), norm[idx])
                     return measure_ratio(smp, s, nrm, eval_draws, max(max_eval_draws, ru_draws),
-                                         rel_se=rel_se, per_draw=pdraw, min_draws=ru_draws,
+                                         rel_se=rel_se, per_draw=per_draw, min_draws=ru_draws,
                                          off_tol=off_tol)[:3]
 
                 # when a rescaling follows, a ratio clearly off needs no precise value: it is
@@ -209,11 +202,11 @@ def _entropy_terms(kind, decoders, name, x, grid):
     decoder = decoders[name]
     C = x.shape[1]
 
-    def sq_err(fp):  # [D, B, ...] -> [D, B, H, W]
+    def sq_err(fp, x):  # [D, B, ...] features of the images x [B, C, H, W] -> [D, B, H, W]
         D, B = fp.shape[:2]
         rec = decoder(fp.reshape(D * B, *fp.shape[2:]))
         return (rec.reshape(D, B, *x.shape[1:]) - x.unsqueeze(0)).pow(2).sum(2)
 
-    return (lambda s, fp: ru_cells(sq_err(fp).mean(0), grid, C).mean(-1)), sq_err
+    return (lambda s, fp: ru_cells(sq_err(fp, x).mean(0), grid, C).mean(-1)), sq_err
 
 

@@ -33,10 +33,17 @@ class Sampler:
     gens: list[torch.Generator]
     jacobian: torch.Tensor | None = None  # [B, m, C*H*W] when known exactly (small features)
 
-    def noise(self, draws: int) -> torch.Tensor:
+    def noise(self, draws: int, gens: list[torch.Generator] | None = None) -> torch.Tensor:
         C, H, W = self.x.shape[1:]
-        eps = [torch.randn(draws, C, H, W, generator=g, device=self.x.device, dtype=self.x.dtype) for g in self.gens]
+        eps = [torch.randn(draws, C, H, W, generator=g, device=self.x.device, dtype=self.x.dtype)
+               for g in (self.gens if gens is None else gens)]
         return torch.stack(eps, 1)  # [D, B, C, H, W]
+
+    def subset(self, idx: torch.Tensor) -> "Sampler":
+        """The same sampler for the images ``idx`` only (their own generators: same noise)."""
+        keep = idx.tolist()
+        return Sampler(self.tap, self.layer, self.x[idx], self.f[idx], self.grid, [self.gens[i] for i in keep],
+                       None if self.jacobian is None else self.jacobian[idx])
 
     def features(self, log_sigma: torch.Tensor, draws: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Perturbed features ``[D, B, *feature_shape]`` and unbiased estimates ``[D, B]`` of
@@ -61,6 +68,9 @@ class Sampler:
         return fp, dist
 
 
+MIN_SE_DRAWS = 32  # fewer draws estimate the spread too loosely to stop on a precision target
+
+
 def measure_ratio(
     sampler: Sampler,
     log_sigma: torch.Tensor,
@@ -74,33 +84,55 @@ def measure_ratio(
     off_tol: float | None = None,
 ):
     """Sample ``r = E||f'-f||^2 / norm`` per image, in rounds of ``draws``, until the relative
-    standard error of ``r`` is below ``rel_se`` (at least ``min_draws``, at most ``max_draws``).
+    standard error of ``r`` is below ``rel_se`` (at least ``min_draws`` and ``MIN_SE_DRAWS``, at
+    most ``max_draws``).
 
     Each image stops at its own count and uses only its own first draws, so its result does not
     depend on the other images of the batch; ``fixed_n [B]`` imposes the counts instead.
-    ``off_tol``: an image also stops, after two rounds, once its ratio is off by more than
-    ``off_tol`` plus three standard errors -- it will be rescaled and measured again anyway, so a
-    precise value of a ratio known to be wrong is wasted work (never used for a reported value).
-    ``per_draw(fp)`` optionally maps each round's perturbed features ``[D, B, ...]`` to a quantity
-    ``[D, B, ...]`` whose mean over each image's draws is returned too (used for RU).
+    ``off_tol``: when a rescaling follows, an image also stops once the verdict of
+    :func:`off_constraint` is settled: on the constraint (within ``off_tol / 2`` of 1 with its
+    95 % interval, ``|r - 1| + 2 se``, inside ``off_tol``; after ``MIN_SE_DRAWS``, so that ``se``
+    itself is estimated), or off (beyond ``off_tol / 2`` by two standard errors after two rounds, beyond
+    ``off_tol`` by three after one): such a ratio is rescaled and measured again anyway, so its
+    precise value would be wasted work (never used for a reported value; stopping one that was in
+    fact within the band costs one more rescaling step, never a wrong acceptance).
+    ``per_draw(fp, x)`` optionally maps each round's perturbed features ``[D, b, ...]`` of the
+    images ``x [b, C, H, W]`` to a quantity ``[D, b, ...]`` whose mean over each image's draws is
+    returned too (used for RU).
     Returns ``(r [B], se [B], extra_mean or None, n_draws [B])``.
     """
     B = norm.shape[0]
     stop = fixed_n.clone() if fixed_n is not None else torch.zeros(B, dtype=torch.long, device=norm.device)
     vals, extras, n = [], [], 0
+    everyone = torch.arange(B, device=norm.device)
     with torch.no_grad():
         while True:
-            fp, dist = sampler.features(log_sigma, draws)
-            vals.append(dist / norm)
+            # only the images still drawing go through the network (the others' values past their
+            # count are never used; each image has its own generator, so its draws are the same)
+            act = everyone[(stop == 0) | (stop > n)]
+            smp = sampler if len(act) == B else sampler.subset(act)
+            fp, dist = smp.features(log_sigma[act], draws)
+            val = norm.new_zeros(draws, B)
+            val[:, act] = dist / norm[act]
+            vals.append(val)
             if per_draw is not None:
-                extras.append(per_draw(fp).sum(0))
+                e = per_draw(fp, smp.x).sum(0)
+                full = e.new_zeros(B, *e.shape[1:])
+                full[act] = e
+                extras.append(full)
             n += draws
             if fixed_n is None:
                 allv = torch.cat(vals)
                 r, se = allv.mean(0), allv.std(0) / math.sqrt(n)
-                done = (n >= max_draws) | ((n >= min_draws) & (se <= rel_se * r.clamp_min(1e-30)))
-                if off_tol is not None and n >= 2 * draws:
-                    done = done | ((n >= min_draws) & ((r - 1).abs() > off_tol + 3 * se))
+                # a value is only reported once its standard error rests on enough draws itself
+                precise = n >= max(min_draws, MIN_SE_DRAWS)
+                done = (n >= max_draws) | (precise & (se <= rel_se * r.clamp_min(1e-30)))
+                if off_tol is not None:
+                    gap = (r - 1).abs()
+                    settled = (n >= min_draws) & (gap > off_tol + 3 * se)
+                    if n >= 2 * draws:
+                        settled = settled | ((n >= min_draws) & (gap > off_tol / 2 + 2 * se))
+                    done = done | settled | (precise & (gap <= off_tol / 2) & (gap + 2 * se <= off_tol))
                 stop = torch.where((stop == 0) & done, torch.full_like(stop, n), stop)
             if bool((stop > 0).all()) and n >= int(stop.max()):
                 break

@@ -468,3 +468,84 @@ def test_rescaling_to_the_constraint_bisects_a_kinked_steep_ratio():
     first = measure(start, -1, torch.tensor([0]))
     s, r, _, _ = rescale_to_constraint(measure, start, first, tol=0.05, log_sigma_max=10.0, iterations=16)
     assert (r - 1).abs().max() <= 0.025, r
+
+
+class _FakeSampler:
+    """``dist = norm * ratio * (1 + spread * eps)`` per image, counting the images run."""
+
+    def __init__(self, ratio, spread, gens, counter, x=None):
+        self.ratio, self.spread, self.gens, self.counter = ratio, spread, gens, counter
+        self.x = torch.zeros(len(gens), 1, 2, 2) if x is None else x
+
+    def features(self, log_sigma, draws):
+        eps = torch.stack([torch.randn(draws, generator=g) for g in self.gens], 1)
+        self.counter.append(len(self.gens) * draws)
+        dist = self.ratio * (1 + self.spread * eps)
+        return dist[..., None], dist
+
+    def subset(self, idx):
+        keep = idx.tolist()
+        return _FakeSampler(self.ratio[idx], self.spread[idx], [self.gens[i] for i in keep], self.counter, self.x[idx])
+
+
+def _fake(ratio, spread, seed=0):
+    gens = [torch.Generator().manual_seed(seed + i) for i in range(len(ratio))]
+    return _FakeSampler(torch.tensor(ratio), torch.tensor(spread), gens, [])
+
+
+def test_measuring_the_ratio_stops_each_image_when_its_verdict_is_settled():
+    from deepinfo._solver import MIN_SE_DRAWS, measure_ratio, off_constraint
+
+    # far off: one round; on the constraint: settled once its se rests on MIN_SE_DRAWS draws;
+    # noisy and near the band's edge: runs until its precision target
+    smp = _fake([2.5, 1.0, 1.04], [0.05, 0.1, 0.3])
+    norm = torch.ones(3)
+    r, se, _, n = measure_ratio(smp, torch.zeros(3, 1), norm, 8, 256, rel_se=0.02, off_tol=0.05)
+    assert n.tolist()[:2] == [8, MIN_SE_DRAWS], n
+    assert n[2] > 64
+    assert off_constraint(r, se, 0.05).tolist()[:2] == [True, False]
+    # the images that stopped are not run further: the forward passes cover exactly the draws used
+    assert sum(smp.counter) == int(n.sum())
+    # and each image's numbers are those it gets measured alone (its own generator)
+    for b in range(3):
+        alone = _fake([[2.5, 1.0, 1.04][b]], [[0.05, 0.1, 0.3][b]], seed=b)
+        r1, se1, _, n1 = measure_ratio(alone, torch.zeros(1, 1), norm[:1], 8, 256, rel_se=0.02, off_tol=0.05)
+        assert n1[0] == n[b] and torch.allclose(r1[0], r[b]) and torch.allclose(se1[0], se[b])
+    # without a rescaling to follow, every image is measured to its precision target
+    _, se2, _, n2 = measure_ratio(_fake([2.5, 1.0, 1.04], [0.05, 0.1, 0.3]), torch.zeros(3, 1), norm, 8, 256,
+                                  rel_se=0.02)
+    assert (n2 >= MIN_SE_DRAWS).all() and ((se2 / torch.tensor([2.5, 1.0, 1.04]) <= 0.02) | (n2 == 256)).all()
+
+
+class FlattensWithView(nn.Module):
+    """A conv net whose head uses ``.view``, which channels-last features cannot take."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 6 * 6, 5)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x)).view(x.shape[0], -1))
+
+
+def test_a_model_that_cannot_take_channels_last_images_runs_as_it_is():
+    from deepinfo._features import FeatureTap
+
+    torch.manual_seed(0)
+    net = FlattensWithView().eval()
+    x = torch.rand(2, 3, 6, 6)
+    tap = FeatureTap(net, ["conv", "fc"])
+    assert tap.channels_last  # a CPU conv net: tried first
+    out = tap(x)
+    assert not tap.channels_last  # the .view failed: from now on the usual layout
+    with torch.no_grad():
+        assert torch.allclose(out["fc"], net(x), atol=1e-6)
+        assert torch.allclose(out["conv"], net.conv(x), atol=1e-6)
+    maps = deepinfo.cid(net, x, ["conv", "fc"], method="linear", progress=False)
+    assert torch.isfinite(maps.pixelwise).all() and ((maps.constraint - 1).abs() <= 0.05).all()
+    # a model that takes them gives the same features either way
+    conv = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 3)).eval()
+    tap = FeatureTap(conv, ["2"])
+    with torch.no_grad():
+        assert torch.allclose(tap(x)["2"], conv(x), atol=1e-6) and tap.channels_last
