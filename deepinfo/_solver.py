@@ -33,10 +33,9 @@ class Sampler:
     gens: list[torch.Generator]
     jacobian: torch.Tensor | None = None  # [B, m, C*H*W] when known exactly (small features)
 
-    def noise(self, draws: int, gens: list[torch.Generator] | None = None) -> torch.Tensor:
+    def noise(self, draws: int) -> torch.Tensor:
         C, H, W = self.x.shape[1:]
-        eps = [torch.randn(draws, C, H, W, generator=g, device=self.x.device, dtype=self.x.dtype)
-               for g in (self.gens if gens is None else gens)]
+        eps = [torch.randn(draws, C, H, W, generator=g, device=self.x.device, dtype=self.x.dtype) for g in self.gens]
         return torch.stack(eps, 1)  # [D, B, C, H, W]
 
     def subset(self, idx: torch.Tensor) -> "Sampler":
@@ -92,8 +91,8 @@ def measure_ratio(
     ``off_tol``: when a rescaling follows, an image also stops once the verdict of
     :func:`off_constraint` is settled: on the constraint (within ``off_tol / 2`` of 1 with its
     95 % interval, ``|r - 1| + 2 se``, inside ``off_tol``; after ``MIN_SE_DRAWS``, so that ``se``
-    itself is estimated), or off (beyond ``off_tol / 2`` by two standard errors after two rounds, beyond
-    ``off_tol`` by three after one): such a ratio is rescaled and measured again anyway, so its
+    itself is estimated), or off (beyond ``off_tol / 2`` by two standard errors after two rounds,
+    beyond ``off_tol`` by three after one): such a ratio is rescaled and measured again anyway, so its
     precise value would be wasted work (never used for a reported value; stopping one that was in
     fact within the band costs one more rescaling step, never a wrong acceptance).
     ``per_draw(fp, x)`` optionally maps each round's perturbed features ``[D, b, ...]`` of the
