@@ -191,6 +191,11 @@ def main():
     for name, n, t, mem, r in rows:
         print(f"{name:<12}{n:>6}{t:>10.2f}{per[name]:>10.4f}{per['paper loop'] / per[name]:>10.1f}{mem:>10.0f}"
               f"{float(r.min()):>10.3f}..{float(r.max()):.3f}")
+    spread = {k: f"{per['paper loop'] * L * B / max(v):.1f}-{per['paper loop'] * L * B / min(v):.1f}x"
+              for k, v in times.items() if len(v) > 1}
+    if spread:
+        print("(speed-ups over each method's runs, slowest to fastest: "
+              + ", ".join(f"{k} {v}" for k, v in spread.items()) + ")")
     if torch.device(args.device).type == "cpu":
         cl = t_pap_cl / L
         print(f"(the paper loop given deepinfo's channels-last images: {cl:.4f} s/map on 1 image; against it, "
