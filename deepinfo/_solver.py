@@ -91,10 +91,11 @@ def measure_ratio(
     ``off_tol``: when a rescaling follows, an image also stops once the verdict of
     :func:`off_constraint` is settled: on the constraint (within ``off_tol / 2`` of 1 with its
     95 % interval, ``|r - 1| + 2 se``, inside ``off_tol``; after ``MIN_SE_DRAWS``, so that ``se``
-    itself is estimated), or off (beyond ``off_tol / 2`` by two standard errors after two rounds,
-    beyond ``off_tol`` by three after one): such a ratio is rescaled and measured again anyway, so its
-    precise value would be wasted work (never used for a reported value; stopping one that was in
-    fact within the band costs one more rescaling step, never a wrong acceptance).
+    itself is estimated), or off (beyond ``off_tol`` by three standard errors, from the first round
+    on; beyond ``off_tol / 2`` by three after ``MIN_SE_DRAWS``): such a ratio is rescaled and
+    measured again anyway, so its precise value would be wasted work (never used for a reported
+    value; stopping one that was in fact within the band costs one more rescaling step, never a
+    wrong acceptance).
     ``per_draw(fp, x)`` optionally maps each round's perturbed features ``[D, b, ...]`` of the
     images ``x [b, C, H, W]`` to a quantity ``[D, b, ...]`` whose mean over each image's draws is
     returned too (used for RU).
@@ -128,10 +129,10 @@ def measure_ratio(
                 done = (n >= max_draws) | (precise & (se <= rel_se * r.clamp_min(1e-30)))
                 if off_tol is not None:
                     gap = (r - 1).abs()
-                    settled = (n >= min_draws) & (gap > off_tol + 3 * se)
-                    if n >= 2 * draws:
-                        settled = settled | ((n >= min_draws) & (gap > off_tol / 2 + 2 * se))
-                    done = done | settled | (precise & (gap <= off_tol / 2) & (gap + 2 * se <= off_tol))
+                    off = (n >= min_draws) & (gap > off_tol + 3 * se)
+                    off = off | (precise & (gap > off_tol / 2 + 3 * se))
+                    on = precise & (gap <= off_tol / 2) & (gap + 2 * se <= off_tol)
+                    done = done | off | on
                 stop = torch.where((stop == 0) & done, torch.full_like(stop, n), stop)
             if bool((stop > 0).all()) and n >= int(stop.max()):
                 break
