@@ -133,8 +133,8 @@ def estimate(
                                          rel_se=rel_se, per_draw=per_draw, min_draws=ru_draws,
                                          off_tol=off_tol)[:3]
 
-                # when a rescaling follows, a ratio clearly off needs no precise value: it is
-                # stepped again (only ratios measured to full precision are accepted)
+                # when a rescaling follows, a measurement stops once its verdict is settled: a
+                # ratio clearly off is stepped again anyway (see measure_ratio)
                 first = check(s, "eval", off_tol=tol if rescale else None)
                 if rescale:
                     # project the images off the constraint by a common scale of sigma (the
