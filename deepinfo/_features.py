@@ -136,4 +136,3 @@ class FeatureTap:
         if missing:
             raise RuntimeError(f"layers {missing} did not run during the forward pass")
         return out
-
