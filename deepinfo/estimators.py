@@ -109,7 +109,9 @@ def cid(
 
     Args:
         model: any ``nn.Module`` taking pixel-space images (normalization inside). It is run in
-            eval mode on its own device and left exactly as found.
+            eval mode on its own device and left exactly as found. BatchNorm layers that only
+            read a convolution's output are folded into it on a private copy that shares the
+            other weights (the same features up to float rounding, fewer passes over memory).
         x: ``[B, C, H, W]`` float images in ``[0, 1]``.
         layers: a module name from ``model.named_modules()`` or a list of them.
         beta: the feature-distortion budget ``E||f'-f||^2 = beta * delta_f^2`` (pixel variance units).
