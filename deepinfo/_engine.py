@@ -160,6 +160,11 @@ def estimate(
                 bar.update(1)
             for k in parts:
                 parts[k].append(torch.stack(res[k]))
+    except torch.cuda.OutOfMemoryError as e:
+        raise torch.cuda.OutOfMemoryError(
+            f"{kind}: out of GPU memory with batch_size={batch_size} (perturbed images per forward "
+            f"pass; peak memory scales with it): pass a smaller one, e.g. batch_size={max(1, batch_size // 4)}"
+        ) from e
     finally:
         for gd in reversed(guards):
             gd.__exit__(None, None, None)

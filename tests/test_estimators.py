@@ -367,6 +367,20 @@ def test_bad_inputs_raise_clear_errors():
         deepinfo.concentration(maps, ~full)
 
 
+def test_out_of_gpu_memory_says_which_setting_to_lower(monkeypatch):
+    import deepinfo._engine as engine
+
+    def oom(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(engine, "column_energies", oom)
+    net = SmallConvNet()
+    before = {n: p.requires_grad for n, p in net.named_parameters()}
+    with pytest.raises(torch.cuda.OutOfMemoryError, match="batch_size=32.*batch_size=8"):
+        deepinfo.cid(net, torch.rand(1, 3, 12, 12), "relu1", batch_size=32, progress=False)
+    assert before == {n: p.requires_grad for n, p in net.named_parameters()}  # guard restored
+
+
 def test_result_table_and_round_trip(tmp_path):
     net = SmallConvNet()
     maps = deepinfo.cid(net, torch.rand(2, 3, 12, 12), ["relu1", "fc"], method="linear", progress=False)
