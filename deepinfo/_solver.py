@@ -58,7 +58,12 @@ class Sampler:
         D, B = xp.shape[:2]
         fp = self.tap(xp.reshape(D * B, *xp.shape[2:]), [self.layer])[self.layer]
         fp = fp.reshape(D, B, *fp.shape[1:])
-        dist = (fp.reshape(D, B, -1) - self.f.unsqueeze(0)).pow(2).sum(-1)
+        # the clean feature in the perturbed one's memory layout (channels-last on a CPU): a
+        # flat difference would first copy every perturbed feature into the default layout
+        f = self.f.reshape(B, *fp.shape[2:])
+        if fp.dim() == 5 and fp[0].is_contiguous(memory_format=torch.channels_last):
+            f = f.contiguous(memory_format=torch.channels_last)
+        dist = (fp - f.unsqueeze(0)).pow(2).sum(tuple(range(2, fp.dim())))
         if self.jacobian is not None:
             J = self.jacobian
             linear = torch.einsum("bmn,dbn->dbm", J, dx.reshape(D, B, -1)).pow(2).sum(-1)
