@@ -15,24 +15,26 @@ import math
 import torch
 
 from deepinfo._features import FeatureTap
+from deepinfo._fold import fold_batchnorm
 from deepinfo._grid import Grid
 
 
 def paper_loop_cid(model, x, layer, *, beta=1.5e-4, steps=100, draws=8, lr=0.01, lam=None,
-                   init_sigma=None, grid=None, seed=0, channels_last=False):
+                   init_sigma=None, grid=None, seed=0, fast_forward=False):
     """CID map ``[Gh, Gw]`` (nats) and final ``log sigma`` for one image ``x [1, C, H, W]``."""
-    gen = torch.Generator().manual_seed(seed)
-    tap = FeatureTap(model, [layer])
-    # the original runs the network in PyTorch's default (contiguous) layout; channels-last
-    # images are one of deepinfo's own CPU speed-ups (the benchmark reports both)
-    tap.channels_last = channels_last and tap.channels_last
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    # the original runs the network as it is, in PyTorch's default (contiguous) layout;
+    # channels-last images and BatchNorm folded into convolutions are deepinfo's own forward-pass
+    # speed-ups (fast_forward; the benchmark reports both)
+    tap = FeatureTap(fold_batchnorm(model, x, [layer]) if fast_forward else model, [layer])
+    tap.channels_last = fast_forward and tap.channels_last
     g = Grid.make(grid, tuple(x.shape[-2:]))
-    s = torch.full((1, g.n), math.log(init_sigma or math.sqrt(beta)), requires_grad=True)
+    s = torch.full((1, g.n), math.log(init_sigma or math.sqrt(beta)), device=x.device, requires_grad=True)
     lam = 2 * beta if lam is None else lam
     opt = torch.optim.Adam([s], lr=lr)
 
     def noisy_and_clean():
-        eps = torch.randn(draws, *x.shape[1:], generator=gen)
+        eps = torch.randn(draws, *x.shape[1:], generator=gen, device=x.device)
         xp = x + g.to_pixels(s.exp()) * eps
         fp = tap(xp)[layer].flatten(1)
         f = tap(x)[layer].flatten(1)  # recomputed every step, as in the original
