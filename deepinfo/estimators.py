@@ -210,7 +210,7 @@ def foreground_cells(mask_or_boxes, image_size: tuple[int, int], grid: tuple[int
         boxes = m.round().long()
         if boxes.shape[0] != batch:
             raise ValueError(f"{boxes.shape[0]} boxes for {batch} images")
-        ys, xs = torch.arange(H)[:, None], torch.arange(W)[None, :]
+        ys, xs = torch.arange(H, device=boxes.device)[:, None], torch.arange(W, device=boxes.device)[None, :]
         x0, y0, x1, y1 = (boxes[:, i, None, None] for i in range(4))
         m = (xs >= x0) & (xs < x1) & (ys >= y0) & (ys < y1)
     elif m.dtype == torch.bool and m.dim() == 3:
@@ -221,7 +221,7 @@ def foreground_cells(mask_or_boxes, image_size: tuple[int, int], grid: tuple[int
             f"expected a bool mask [B, H, W] or boxes [B, 4] (x0, y0, x1, y1); got {m.dtype} {tuple(m.shape)}"
         )
     g = Grid((H, W), grid)
-    frac = g.sum_cells(m.float()) / g.pixel_counts()
+    frac = g.sum_cells(m.float()) / g.pixel_counts(m.device)
     return frac > 0.5
 
 
