@@ -109,8 +109,8 @@ def foldable_pairs(model: nn.Module, x: torch.Tensor, keep: Iterable[str] = ()) 
             continue  # something besides the BatchNorm reads the convolution's output
         if _hooked(conv) or _hooked(bn):
             continue
-        if not bn.track_running_stats or bn.running_mean is None or bn.running_var is None:
-            continue  # eval mode still normalises by batch statistics
+        if bn.training or conv.training or not bn.track_running_stats or bn.running_mean is None:
+            continue  # batch statistics (a BatchNorm in training mode, or one that keeps none)
         pairs.append((conv_name, bn_name))
     return pairs
 

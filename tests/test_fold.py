@@ -95,6 +95,8 @@ def test_plain_pair_folds_and_hooks_or_training_mode_prevent_it():
     h = model.bn.register_forward_hook(lambda m, i, o: None)
     assert foldable_pairs(model, x) == []
     h.remove()
+    model.bn.train()  # a BatchNorm left in training mode inside an eval-mode model
+    assert foldable_pairs(model, x) == []
     assert foldable_pairs(model.train(), x) == []
 
 
