@@ -182,6 +182,7 @@ def get_trained(
     loss_fn: LossFn | None = None,
     keep_epochs: Iterable[int] = (),
     progress: bool = True,
+    num_workers: int = 0,
 ) -> tuple[nn.Module, History]:
     """The trained model for this configuration: loaded from the cache, or trained and cached.
 
@@ -201,6 +202,8 @@ def get_trained(
         loss_fn: see :func:`deepinfo.training.train`; describe what it does in ``config``.
         keep_epochs: weight snapshots to keep in ``History.snapshots`` (part of the key when given).
         progress: tqdm bar while training.
+        num_workers: DataLoader workers while training; not part of the key (the trained weights
+            do not depend on it).
 
     Returns:
         ``(model, history)``; the model is on ``device`` and in eval mode.
@@ -232,7 +235,7 @@ def get_trained(
     partial = path.with_name(path.name + ".partial")
     history = train(
         model, train_set, recipe, seed=seed, device=device, val_set=val_set, loss_fn=loss_fn,
-        state_path=partial, keep_epochs=keep_epochs, progress=progress,
+        state_path=partial, keep_epochs=keep_epochs, progress=progress, num_workers=num_workers,
     )
     _atomic_write_text(json.dumps({"key": key, **full}, indent=2, sort_keys=True) + "\n", path.with_suffix(".json"))
     atomic_torch_save(

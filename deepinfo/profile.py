@@ -118,6 +118,10 @@ class Data:
     cub: CubData
     segmentation: SegmentationData
     data_dir: str | None = None
+    # DataLoader worker processes that read (and decode) training images; the data order and the
+    # augmentation come from the training process's seeded generators, so results do not depend
+    # on it (nor does the checkpoint cache key)
+    num_workers: int = 0
 
 
 @dataclass(frozen=True)
@@ -453,6 +457,7 @@ def _check(p: Profile) -> None:
 
     need(bool(_SAFE_NAME.match(p.artifacts)), f"artifacts must be a plain folder name, got {p.artifacts!r}")
     need(bool(_SAFE_NAME.match(p.name)), f"name must be a plain name, got {p.name!r}")
+    need(p.data.num_workers >= 0, f"data.num_workers must be >= 0, got {p.data.num_workers}")
     sets = (("data.cifar", p.data.cifar), ("data.cub", p.data.cub), ("data.segmentation", p.data.segmentation))
     for label, spec in sets:
         need(spec.image_size >= 8, f"{label}.image_size must be >= 8, got {spec.image_size}")

@@ -199,6 +199,7 @@ def test_ints_are_accepted_for_floats(tmp_path):
         ("estimator", "grid", "64", r"estimator\.grid must be in 1\.\.32"),
         ("estimator", "max_eval_draws", "4", r"estimator\.max_eval_draws must be >= eval_draws"),
         ("estimator.n_images", "ru", "0", r"estimator\.n_images\.ru must be >= 1"),
+        ("data", "num_workers", "-1", r"data\.num_workers must be >= 0"),
     ],
 )
 def test_inconsistent_values_are_errors(tmp_path, section, key, value, pattern):

@@ -103,6 +103,19 @@ def test_same_seed_gives_identical_weights_and_another_seed_does_not():
     assert not weights_equal(runs[0], runs[2])
 
 
+def test_worker_processes_do_not_change_the_result():
+    # the data order and the augmentation come from this process's generators; workers only read
+    data = HalvesData(40)
+    recipe = Recipe(epochs=2, batch_size=16, lr=0.05, augment="crop_flip", crop_padding=1)
+    runs = []
+    for workers in (0, 2):
+        model = seeded_net(0)
+        h = train(model, data, recipe, seed=3, device=CPU, progress=False, num_workers=workers)
+        runs.append((model, h))
+    assert weights_equal(runs[0][0], runs[1][0])
+    assert runs[0][1].train_loss == runs[1][1].train_loss
+
+
 def test_interrupted_then_resumed_run_equals_uninterrupted_run(tmp_path):
     data = HalvesData(72)  # 72 = 4 batches of 16 + 8: a ragged last batch
     keep = (0, 1, 3, 4)
