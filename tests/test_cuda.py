@@ -63,7 +63,7 @@ def test_cuda_and_cpu_agree_within_probe_noise():
 def test_training_and_decoder_on_cuda():
     data = Synthetic(64, image_size=32, num_classes=4, seed=0)
     net = cifar_resnet(20, num_classes=4)
-    history = train(net, data, Recipe(epochs=1, batch_size=16, lr=0.05), device="cuda", progress=False)
+    history = train(net, data, Recipe(epochs=1, batch_size=16, lr=0.05, augment="crop_flip", crop_padding=2), device="cuda", progress=False)
     assert next(net.parameters()).is_cuda and len(history.train_loss) == 1
     images = DataLoader([data[i][0] for i in range(32)], batch_size=16)
     decoder, log = train_decoder(net, "layer2.2", images, epochs=1, progress=False)
@@ -94,3 +94,13 @@ def test_batchnorm_folding_on_cuda(monkeypatch):
         a = FeatureTap(net, ["layer3.2"])(x)["layer3.2"]
         b = FeatureTap(folded, ["layer3.2"])(x)["layer3.2"]
     assert (a - b).abs().max() <= 1e-5 * a.abs().max()
+
+
+def test_augmentation_on_cuda_equals_the_cpus():
+    from deepinfo.training import augment
+
+    recipe = Recipe(epochs=1, batch_size=8, lr=0.1, augment="crop_flip", crop_padding=4)
+    x, masks = torch.rand(8, 3, 32, 32), torch.rand(8, 32, 32) > 0.5
+    cpu = augment([x, torch.zeros(8), masks], recipe, torch.Generator().manual_seed(1))
+    gpu = augment([x.cuda(), torch.zeros(8).cuda(), masks.cuda()], recipe, torch.Generator().manual_seed(1))
+    assert torch.equal(cpu[0], gpu[0].cpu()) and torch.equal(cpu[2], gpu[2].cpu())
