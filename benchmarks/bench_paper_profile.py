@@ -47,11 +47,6 @@ def load_images(n, size, images_file):
         return torch.rand(n, 3, size, size, generator=g), f"{n} uniform-noise images (CUB not found)"
 
 
-def sync(device):
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
-
-
 def train_steps(model, x, steps, batch, device, lr=0.01):
     """Seconds per SGD step on a batch of ``batch`` images (the given ones, repeated)."""
     model.train()
@@ -64,8 +59,7 @@ def train_steps(model, x, steps, batch, device, lr=0.01):
         torch.nn.functional.cross_entropy(model(xb), yb).backward()
         opt.step()
 
-    step()  # warm-up (cuDNN autotuning, allocator)
-    sync(device)
+    step()  # warm-up (cuDNN autotuning, allocator); timed() synchronizes before it starts
     _, sec, mib = timed(lambda: [step() for _ in range(steps)], device)
     model.eval()
     return sec / steps, mib
