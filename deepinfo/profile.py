@@ -184,6 +184,9 @@ class ImagesPerFigure:
     unet: int
     validation: int
     ru: int | None = None  # images for RU in notebooks that also measure CID (RU costs ~10x a CID map); None: all
+    regimes: int | None = None  # 02: images of the many-image linear layer curves (None: layer_curves)
+    regimes_beta: int | None = None  # 02: the same over the other betas, on the shallowest ResNet (None: regimes)
+    paper_loop: int | None = None  # 02: images for the authors' fixed-lambda loop (None: 1)
 
 
 @dataclass(frozen=True)

@@ -346,21 +346,50 @@ def _md_cell(text) -> str:
 
 def _scoreboard_markdown(prof: Profile, pages: dict[str, str], note: str) -> str:
     """The findings scoreboard written from the recorded claims (when no scoreboard notebook ran)."""
-    from .report import load_claims
+    from .report import load_claims, scoreboard_groups
 
     claims = load_claims(prof.artifacts)
     lines = ["# Scoreboard", "", note, ""]
     if not claims:
         lines.append(f"No notebook has recorded a claim in profile `{prof.name}` yet.")
         return "\n".join(lines) + "\n"
-    counts = {v: sum(c.verdict == v for c in claims) for v in ("held", "not held", "undecided")}
+    counts = {v: sum(c.verdict == v for c in claims) for v in ("held", "not held", "inconclusive")}
     lines += [f"In profile `{prof.name}`: **{counts['held']} held, {counts['not held']} not held, "
-              f"{counts['undecided']} undecided** of {len(claims)} claims.", "",
-              "| paper item | claim | in this run | evidence | page |", "|---|---|---|---|---|"]
-    for c in claims:
-        page = f"[{c.notebook}]({pages[c.notebook]})" if c.notebook in pages else c.notebook
-        lines.append(f"| {_md_cell(c.item)} | {_md_cell(c.claim)} | **{c.verdict}** | "
-                     f"{_md_cell(c.evidence)} | {page} |")
+              f"{counts['inconclusive']} inconclusive** of {len(claims)} claims.", ""]
+    for title, group in scoreboard_groups(claims):
+        if not group:
+            continue
+        lines += [f"## {title}", "", "| paper item | claim | verdict | effect [interval] | setup | page |",
+                  "|---|---|---|---|---|---|"]
+        for c in group:
+            page = f"[{c.notebook}]({pages[c.notebook]})" if c.notebook in pages else c.notebook
+            lines.append(f"| {_md_cell(c.item)} | {_md_cell(c.claim)} | **{c.verdict}** | "
+                         f"{_md_cell(c.effect_text())} | {_md_cell(c.setup_text())} | {page} |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def _verdicts_markdown(prof: Profile, pages: dict[str, str]) -> str:
+    """The front page's summary of the verdicts: one compact table per scoreboard group."""
+    from .report import load_claims, scoreboard_groups
+
+    ran = {stem for stem, page in pages.items() if page.endswith(".ipynb")}
+    claims = [c for c in load_claims(prof.artifacts) if c.notebook in ran]
+    if not claims:
+        return f"No page has recorded a claim in profile `{prof.name}` yet.\n"
+    counts = {v: sum(c.verdict == v for c in claims) for v in ("held", "not held", "inconclusive")}
+    lines = [f"In profile `{prof.name}`, of {len(claims)} claims **{counts['held']} held, {counts['not held']} "
+             f"not held, {counts['inconclusive']} inconclusive** (95 % bootstrap intervals over the units "
+             "named; the {doc}`scoreboard </_generated/notebooks/scoreboard>` gives each rule and its reasons).",
+             ""]
+    for title, group in scoreboard_groups(claims):
+        if not group:
+            continue
+        lines += [f"**{title}** ({len(group)})", "", "| page | paper item | verdict | effect [interval] | setup |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {{doc}}`{c.notebook} </_generated/notebooks/{c.notebook}>` | {_md_cell(c.item)} | "
+                  f"**{c.verdict}** | {_md_cell(c.effect_text())} | {_md_cell(c.setup_text())} |" for c in group]
+        lines.append("")
     return "\n".join(lines) + "\n"
 
 
@@ -444,6 +473,7 @@ def build_book(profile: str, strict: bool = True) -> Path:
                 + (" (the scoreboard notebook has not run in this profile)." if board else "."))
         (gen / "notebooks" / f"{SCOREBOARD}.md").write_text(_scoreboard_markdown(prof, pages, note), encoding="utf-8")
     (gen / "run_info.md").write_text(_run_info(prof, records), encoding="utf-8")
+    (gen / "verdicts.md").write_text(_verdicts_markdown(prof, pages), encoding="utf-8")
     toc = ["# Written by deepinfo.reproduce (python -m deepinfo.reproduce --book-only); do not edit.",
            "format: jb-book", "root: intro", "parts:", "- caption: Findings", "  chapters:",
            f"  - file: {SCOREBOARD_PAGE}"]

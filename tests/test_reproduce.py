@@ -197,14 +197,42 @@ def test_book_has_a_page_per_notebook_placeholders_and_the_run_info(fake_book, n
 def test_scoreboard_page_lists_the_recorded_claims(fake_book, nbdir):
     book, _ = fake_book
     from deepinfo.report import Report
+    from deepinfo.verdicts import Condition, decide
 
     write_notebook(nbdir / "03_x.ipynb")
-    Report("03_x", "smoke").claim("Deeper nets discard | more.", held=False, numbers={"gap": -0.1},
-                                  evidence="gap > 0 required", item="Fig. 5(a)", data="synthetic")
+    r = Report("03_x", "smoke")
+    r.claim("Deeper nets discard | more.", decide([-0.3, -0.2, -0.25, -0.1] * 5, unit="images"),
+            rationale="the paper compares depths", setup=[Condition("accuracy", False, "20 %", "~75 %")],
+            item="Fig. 5(a)", data="synthetic")
+    r.claim("Betas order.", decide([0.3, 0.2, 0.25, 0.1] * 5), rationale="r", setup=[Condition("a", True, "ok")],
+            item="Fig. 3(b)", data="synthetic")
+    r.claim("Noisy.", decide([0.3, -0.2, 0.25, -0.1]), rationale="r", item="Fig. 6", data="synthetic")
     rp.build_book("smoke")
     board = (book / "_generated" / "notebooks" / "scoreboard.md").read_text()
-    assert "0 held, 1 not held, 0 undecided" in board
-    assert "| Fig. 5(a) | Deeper nets discard \\| more. | **not held** | gap > 0 required | [03_x](03_x.md) |" in board
+    assert "1 held, 1 not held, 1 inconclusive" in board
+    groups = board.split("## ")[1:]
+    assert len(groups) == 3
+    assert groups[0].startswith("Evidence about the paper") and "Betas order." in groups[0]
+    assert groups[1].startswith("Decided on a setup short") and "| Fig. 5(a) | Deeper nets discard \\| more. | " \
+        "**not held** | -0.2125 [" in groups[1]
+    assert "not met: accuracy: 20 % vs the paper's ~75 % | [03_x](03_x.md) |" in groups[1]
+    assert groups[2].startswith("Inconclusive") and "would decide" in groups[2]
+    from deepinfo.paths import artifacts_dir
+
+    recorded = json.loads((artifacts_dir("smoke", "claims") / "03_x.json").read_text())
+    assert [c["verdict"] for c in recorded] == ["not held", "held", "inconclusive"]
+    for c in recorded:  # the keys the issue names, with their types
+        assert c["verdict"] in ("held", "not held", "inconclusive") and isinstance(c["effect"], float)
+        assert len(c["interval"]) == 2 and isinstance(c["n_units"], int)
+        assert isinstance(c["setup_met"], bool) and isinstance(c["setup"], str)
+    assert recorded[0]["setup_met"] is False and "20 %" in recorded[0]["setup"]
+    # the front page's summary: the same groups, for the pages that ran
+    front = rp._verdicts_markdown(rp.load_profile("smoke"), {"03_x": "03_x.ipynb"})
+    assert "**1 held, 1 not held, 1 inconclusive**" in front
+    assert front.index("**Evidence about the paper") < front.index("**Decided on a setup short") \
+        < front.index("**Inconclusive")
+    assert "| {doc}`03_x </_generated/notebooks/03_x>` | Fig. 3(b) | **held** |" in front
+    assert "No page has recorded" in rp._verdicts_markdown(rp.load_profile("smoke"), {"03_x": "03_x.md"})
 
 
 def test_failed_notebook_gets_a_placeholder_page(fake_book, nbdir):
