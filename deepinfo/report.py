@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -70,11 +71,13 @@ class Claim:
             text += f"; ~{self.n_needed} {self.unit} would decide"
         return text
 
-    def setup_text(self) -> str:
-        """``met`` or the unmet conditions with their numbers."""
+    def setup_text(self, brief: bool = False) -> str:
+        """``met`` or the unmet conditions with their numbers (``brief``: their names only)."""
         unmet = [Condition(**c) for c in self.conditions if not c["met"]]
         if not unmet:
             return "met" if self.conditions else "not checked"
+        if brief:
+            return f"not met ({len(unmet)} of {len(self.conditions)}): " + ", ".join(c.name for c in unmet)
         return "not met: " + "; ".join(c.words().removesuffix(" (not met)") for c in unmet)
 
 
@@ -221,11 +224,20 @@ def scoreboard_groups(claims: Sequence[Claim]) -> list[tuple[str, list[Claim]]]:
 
 
 def load_claims(profile: str) -> list[Claim]:
-    """Every claim recorded under ``artifacts/<profile>/claims``, in notebook order."""
+    """Every claim recorded under ``artifacts/<profile>/claims``, in notebook order.
+
+    A file written before claims carried interval verdicts (no ``verdict`` key) is skipped with a
+    warning: its notebook has to run again.
+    """
     folder = artifacts_dir(profile, "claims", create=False)
     out = []
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        out += [Claim(**c) for c in json.loads(path.read_text())]
+        records = json.loads(path.read_text())
+        if any("verdict" not in c for c in records):
+            warnings.warn(f"{path} was written by an older deepinfo (no interval verdicts): rerun "
+                          f"{path.stem} to include its claims", stacklevel=2)
+            continue
+        out += [Claim(**c) for c in records]
     return out
 
 

@@ -388,7 +388,8 @@ def _verdicts_markdown(prof: Profile, pages: dict[str, str]) -> str:
         lines += [f"**{title}** ({len(group)})", "", "| page | paper item | verdict | effect [interval] | setup |",
                   "|---|---|---|---|---|"]
         lines += [f"| {{doc}}`{c.notebook} </_generated/notebooks/{c.notebook}>` | {_md_cell(c.item)} | "
-                  f"**{c.verdict}** | {_md_cell(c.effect_text())} | {_md_cell(c.setup_text())} |" for c in group]
+                  f"**{c.verdict}** | {_md_cell(c.effect_text())} | {_md_cell(c.setup_text(brief=True))} |"
+                  for c in group]
         lines.append("")
     return "\n".join(lines) + "\n"
 

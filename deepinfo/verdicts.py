@@ -74,6 +74,7 @@ class Verdict:
     n_needed: int | None = None
     design: str = ""
     rule_text: str = ""  # set by combine: every part's rule
+    part: str = ""  # set by combine: the name of the part this verdict shows
 
     def __post_init__(self):
         if self.verdict not in VERDICTS:
@@ -317,7 +318,7 @@ def combine(parts: Sequence[Verdict] | Mapping[str, Verdict]) -> Verdict:
         raise ValueError("combine needs at least one verdict")
     names, vs = list(named), list(named.values())
     if len(vs) == 1:
-        return vs[0]
+        return replace(vs[0], part=names[0])
 
     def slack(v: Verdict) -> float:  # how far the interval's near end clears the threshold
         lo, hi = v.interval
@@ -344,7 +345,7 @@ def combine(parts: Sequence[Verdict] | Mapping[str, Verdict]) -> Verdict:
         rules = f"held only if every part ({', '.join(names)}) is held, each {vs[0].rule}"
     else:
         rules = "held only if every part is held -- " + "; ".join(f"{name}: {v.rule}" for name, v in named.items())
-    return replace(vs[k], verdict=verdict, n_needed=n_needed, design=design, rule_text=rules)
+    return replace(vs[k], verdict=verdict, n_needed=n_needed, design=design, rule_text=rules, part=names[k])
 
 
 def parts_text(parts: Mapping[str, Verdict]) -> str:

@@ -233,6 +233,12 @@ def test_scoreboard_page_lists_the_recorded_claims(fake_book, nbdir):
         < front.index("**Inconclusive")
     assert "| {doc}`03_x </_generated/notebooks/03_x>` | Fig. 3(b) | **held** |" in front
     assert "No page has recorded" in rp._verdicts_markdown(rp.load_profile("smoke"), {"03_x": "03_x.md"})
+    # claims written by an older version (held/evidence, no verdict) are skipped, saying so
+    (artifacts_dir("smoke", "claims") / "01_old.json").write_text(json.dumps([{"held": True, "evidence": "x"}]))
+    from deepinfo.report import load_claims
+
+    with pytest.warns(UserWarning, match="rerun 01_old"):
+        assert [c.notebook for c in load_claims("smoke")] == ["03_x"] * 3
 
 
 def test_failed_notebook_gets_a_placeholder_page(fake_book, nbdir):

@@ -164,14 +164,14 @@ def test_combine_is_conservative_and_returns_the_deciding_part():
     unsure, failed = decide(normal(0.3, 1.0, 20, seed=3)), decide(normal(-1.0, 1.0, 100))
     both = combine({"a": held_a, "b": held_b})
     assert both.verdict == HELD and both.effect == held_b.effect  # the part closest to the threshold
-    assert "2 held" in both.design and "shown: b" in both.design
+    assert "2 held" in both.design and "shown: b" in both.design and both.part == "b"
     unsure2 = decide(normal(0.1, 1.0, 20, seed=5))
     open_ = combine([held_a, unsure, unsure2])
     assert open_.verdict == INCONCLUSIVE and open_.n_needed == max(unsure.n_needed, unsure2.n_needed)
     mixed = combine([held_a, unsure, failed])
     assert mixed.verdict == NOT_HELD and mixed.effect == failed.effect and "1 not held" in mixed.design
     assert "Part a: held" in parts_text({"a": held_a})
-    assert combine([held_a]) == held_a
+    assert combine([held_a]).verdict == held_a.verdict and combine({"x": held_a}).part == "x"
     with pytest.raises(ValueError):
         combine([])
 
