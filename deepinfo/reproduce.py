@@ -32,6 +32,7 @@ import json
 import shutil
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -385,9 +386,10 @@ def _verdicts_markdown(prof: Profile, pages: dict[str, str]) -> str:
     for title, group in scoreboard_groups(claims):
         if not group:
             continue
-        lines += [f"**{title}** ({len(group)})", "", "| page | paper item | verdict | effect [interval] | setup |",
-                  "|---|---|---|---|---|"]
+        lines += [f"**{title}** ({len(group)})", "", "| page | paper item | claim | verdict | effect [interval] | setup |",
+                  "|---|---|---|---|---|---|"]
         lines += [f"| {{doc}}`{c.notebook} </_generated/notebooks/{c.notebook}>` | {_md_cell(c.item)} | "
+                  f"{_md_cell(textwrap.shorten(c.claim, 110, placeholder=' ...'))} | "
                   f"**{c.verdict}** | {_md_cell(c.effect_text())} | {_md_cell(c.setup_text(brief=True))} |"
                   for c in group]
         lines.append("")

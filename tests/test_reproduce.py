@@ -231,7 +231,7 @@ def test_scoreboard_page_lists_the_recorded_claims(fake_book, nbdir):
     assert "**1 held, 1 not held, 1 inconclusive**" in front
     assert front.index("**Evidence about the paper") < front.index("**Decided on a setup short") \
         < front.index("**Inconclusive")
-    assert "| {doc}`03_x </_generated/notebooks/03_x>` | Fig. 3(b) | **held** |" in front
+    assert "| {doc}`03_x </_generated/notebooks/03_x>` | Fig. 3(b) | Betas order. | **held** |" in front
     assert "No page has recorded" in rp._verdicts_markdown(rp.load_profile("smoke"), {"03_x": "03_x.md"})
     # claims written by an older version (held/evidence, no verdict) are skipped, saying so
     (artifacts_dir("smoke", "claims") / "01_old.json").write_text(json.dumps([{"held": True, "evidence": "x"}]))
