@@ -37,6 +37,8 @@ __all__ = [
     "DecoderLog",
     "ResNetDecoder",
     "decoders_for",
+    "pixel_variance",
+    "reconstruction_mse",
     "train_decoder",
 ]
 
@@ -372,6 +374,20 @@ def _features(model: nn.Module, module: nn.Module, x: torch.Tensor, layer: str) 
     finally:
         handle.remove()
     raise RuntimeError(f"layer {layer!r} was not called during the model's forward pass")
+
+
+@torch.no_grad()
+def reconstruction_mse(model: nn.Module, layer: str, decoder: nn.Module, images: torch.Tensor) -> float:
+    """``mean((decoder(h(images)) - images)^2)`` without noise: what a trained decoder can rebuild
+    from the layer (RU cannot go below it). ``images``: ``[B, C, H, W]`` in pixel space."""
+    feature = _features(model, _find_module(model, layer), images, layer)
+    return float(F.mse_loss(decoder(feature), images))
+
+
+def pixel_variance(images: torch.Tensor) -> float:
+    """The per-channel variance of ``images [B, C, H, W]``, pooled: the MSE of a decoder that outputs
+    each channel's mean colour, the yardstick a decoder's :func:`reconstruction_mse` is judged by."""
+    return float((images - images.mean(dim=(0, 2, 3), keepdim=True)).pow(2).mean())
 
 
 def train_decoder(

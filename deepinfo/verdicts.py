@@ -40,9 +40,9 @@ MIN_UNITS = 5
 VERDICTS = (HELD, NOT_HELD, INCONCLUSIVE)
 SIDES = ("greater", "less", "within")
 
-__all__ = ["Verdict", "Condition", "decide", "decide_difference", "decide_correlation",
-           "combine", "parts_text", "accuracy_condition", "reconstruction_condition", "constraint_condition", "on_constraint", "converged_condition",
-           "bootstrap", "undecidable", "HELD", "NOT_HELD", "INCONCLUSIVE", "VERDICTS"]
+__all__ = ["Verdict", "Condition", "decide", "decide_difference", "decide_correlation", "combine", "parts_text",
+           "undecidable", "bootstrap", "accuracy_condition", "reconstruction_condition", "constraint_condition",
+           "on_constraint", "converged_condition", "HELD", "NOT_HELD", "INCONCLUSIVE", "VERDICTS", "MIN_UNITS"]
 
 
 @dataclass(frozen=True)

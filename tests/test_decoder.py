@@ -278,3 +278,16 @@ def test_trained_decoder_passes_gradients_to_its_input(data):
     ((dec(f.flatten(1)) - x_test[:4]) ** 2).mean().backward()
     assert f.grad is not None and f.grad.abs().sum() > 0
     assert all(p.grad is None for p in dec.parameters())
+
+
+def test_reconstruction_mse_and_pixel_variance_have_their_hand_derived_values():
+    from deepinfo.decoder import pixel_variance, reconstruction_mse
+
+    x = torch.rand(3, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    model = nn.Sequential(nn.Identity(), nn.Identity())
+    assert reconstruction_mse(model, "0", nn.Identity(), x) == pytest.approx(0.0)  # a perfect decoder
+    # a decoder that outputs each channel's mean colour scores exactly the pixel variance
+    means = x.mean(dim=(0, 2, 3), keepdim=True)
+    mean_decoder = lambda f: means.expand_as(f)  # noqa: E731
+    assert reconstruction_mse(model, "0", mean_decoder, x) == pytest.approx(pixel_variance(x), rel=1e-6)
+    assert pixel_variance(x) == pytest.approx(float(((x - means) ** 2).mean()), rel=1e-6)
