@@ -484,43 +484,116 @@ def compressed_models(profile, progress: bool = True) -> list[tuple[float, Train
     """The original ``compression.arch`` CUB net and its Han et al. compressed versions (cached).
 
     Returns ``[(target, trained, achieved)]``: first ``(1.0, original, 1.0)`` (the very net of
-    :func:`cub_model`), then one entry per ``compression.keep`` target, in that order. Stage ``i``
-    starts from stage ``i-1`` (the original for the first), prunes it with
+    :func:`cub_model`), then one entry per ``compression.keep`` target, in that order (see
+    :func:`_pruned_stages`; ``compression.retrain`` retrains each stage on the bird images).
+    """
+    p = _profile(profile)
+    c = p.compression
+    base = cub_model(p, c.arch, progress=progress)
+
+    def train_stage(name, config, build):
+        return cub_model(p, c.arch, name=name, config=config, build_model=build, recipe=c.retrain,
+                         progress=progress)
+
+    return _pruned_stages(base, c.arch, c.keep, train_stage)
+
+
+def _pruned_stages(base: Trained, arch: str, keep: tuple[float, ...],
+                   train_stage: Callable[[str, dict, Callable[[], nn.Module]], Trained]):
+    """Han et al.'s iterative pruning of ``base`` through the checkpoint cache.
+
+    Stage ``i`` starts from stage ``i-1`` (``base`` for the first), prunes it with
     :func:`deepinfo.compression.prune_to` (``|w| < s * std(layer)``; ``s_conv`` and ``s_fc`` chosen
-    so that conv and FC weights each keep the target fraction) and retrains it with the masks
-    held, using ``compression.retrain`` (through the checkpoint cache: the config names the
-    targets so far and the key of the net it started from). ``achieved`` is the kept fraction of
-    the conv + FC weight entries; ``trained.model`` has the pruning made permanent (zeros in the
-    weights) and ``trained.info["pruning"]`` holds the :class:`~deepinfo.compression.PruneResult`.
+    so that conv and FC weights each keep the target fraction) and retrains it with the masks held
+    through ``train_stage(name, config, build)`` (the config names the targets so far and the key
+    of the net it started from). Returns ``[(target, trained, achieved)]`` starting with
+    ``(1.0, base, 1.0)``; ``achieved`` is the kept fraction of the conv + FC weight entries;
+    ``trained.model`` has the pruning made permanent (zeros in the weights) and
+    ``trained.info["pruning"]`` holds the :class:`~deepinfo.compression.PruneResult`.
     """
     import copy
 
     from .compression import kept_fraction, make_permanent, prune_to
 
-    p = _profile(profile)
-    c = p.compression
-    base = cub_model(p, c.arch, progress=progress)
     out = [(1.0, base, 1.0)]
     previous = base
-    for i, keep in enumerate(c.keep):
+    for i, target in enumerate(keep):
         info: dict = {}
 
-        def build(prev=previous, keep=keep, info=info):
+        def build(prev=previous, target=target, info=info):
             net = make_permanent(copy.deepcopy(prev.model))
-            info["pruning"] = prune_to(net, keep)
+            info["pruning"] = prune_to(net, target)
             return net
 
         config = {"compression": {"method": "Han et al. 2016 magnitude pruning: |w| < s * std(layer weights), "
                                             "s_conv / s_fc keep the same fraction of conv and FC weights",
-                                  "keep": list(c.keep[:i + 1]), "from": previous.key}}
-        stage = cub_model(p, c.arch, name=f"{c.arch}-pruned{i + 1}", config=config, build_model=build,
-                          recipe=c.retrain, progress=progress)
+                                  "keep": list(keep[:i + 1]), "from": previous.key}}
+        stage = train_stage(f"{arch}-pruned{i + 1}", config, build)
         achieved = kept_fraction(stage.model)  # from the masks, before they are folded in
         make_permanent(stage.model)
         stage.info["pruning"] = info["pruning"]
-        out.append((float(keep), stage, achieved))
+        out.append((float(target), stage, achieved))
         previous = stage
     return out
+
+
+# --- the second line of evidence: CIFAR ResNets and networks derived from them (08, 09, 10) -----
+
+def _second_line(p: Profile):
+    if p.second_line is None:
+        raise ValueError(f"profile {p.name!r} has no [second_line] section")
+    return p.second_line
+
+
+def _cifar_variant(p: Profile, depth: int, name: str, config: dict, recipe: Recipe, *,
+                   build_model: Callable[[], nn.Module] | None = None, loss_fn=None,
+                   progress: bool = True) -> Trained:
+    """A CIFAR ResNet of ``depth`` trained here on ``data.cifar``'s training images (cached)."""
+    base = {"model": "cifar_resnet", "depth": depth, "num_classes": p.data.cifar.num_classes,
+            "data": p.data.cifar, **config}
+    return train_cached(p, name, base,
+                        build_model or (lambda: cifar_resnet(depth, num_classes=p.data.cifar.num_classes)),
+                        lambda: cifar_data(p, "train"), recipe, loss_fn=loss_fn, progress=progress)
+
+
+def cifar_compressed_models(profile, progress: bool = True) -> list[tuple[float, Trained, float]]:
+    """The CIFAR ResNet of ``second_line.base_depth`` (:func:`cifar_resnet_model`: the published
+    weights in the cpu and paper profiles) and its pruned stages, as :func:`compressed_models`
+    returns them; each stage is retrained with ``second_line.retrain`` on ``data.cifar``'s
+    training images."""
+    p = _profile(profile)
+    sl = _second_line(p)
+    base = cifar_resnet_model(p, sl.base_depth, progress=progress)
+
+    def train_stage(name, config, build):
+        return _cifar_variant(p, sl.base_depth, name, config, sl.retrain, build_model=build, progress=progress)
+
+    return _pruned_stages(base, f"resnet{sl.base_depth}", sl.keep, train_stage)
+
+
+def cifar_distillation_models(profile, progress: bool = True) -> tuple[Trained, Trained, Trained]:
+    """``(teacher, alone, distilled)`` for the second line of Fig. 7(b) on CIFAR.
+
+    The teacher is :func:`cifar_resnet_model` of ``second_line.teacher_depth``; the two students
+    (ResNets of ``second_line.student_depth``) start from the same seed and train with the same
+    recipe (``second_line.student_recipe``) on the same images; only the loss differs: labels
+    alone, or :func:`deepinfo.distillation.distillation_loss` with the profile's
+    ``distillation.temperature`` and ``alpha``. The distilled student's cache key names the
+    teacher's weights.
+    """
+    from .distillation import distillation_loss
+
+    p = _profile(profile)
+    sl = _second_line(p)
+    d = p.distillation
+    teacher = cifar_resnet_model(p, sl.teacher_depth, progress=progress)
+    alone = _cifar_variant(p, sl.student_depth, f"resnet{sl.student_depth}-student", {"student": "alone"},
+                           sl.student_recipe, progress=progress)
+    config = {"student": {"teacher": teacher.key, "temperature": d.temperature, "alpha": d.alpha}}
+    distilled = _cifar_variant(p, sl.student_depth, f"resnet{sl.student_depth}-distilled-resnet{sl.teacher_depth}",
+                               config, sl.student_recipe,
+                               loss_fn=distillation_loss(teacher.model, d.temperature, d.alpha), progress=progress)
+    return teacher, alone, distilled
 
 
 # --- adversarial training (Fig. 10) and learning dynamics (Fig. 9) ---------------------------

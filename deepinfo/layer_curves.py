@@ -34,7 +34,7 @@ from torch import nn
 
 from ._grid import Grid
 from .result import InfoMaps
-from .verdicts import bootstrap
+from .verdicts import bootstrap, on_constraint
 
 BARE, CALIBRATED, OPTIMIZE, PAPER_LOOP = ("closed form (bare)", "closed form, calibrated", "optimize",
                                           "paper loop (fixed lambda)")
@@ -46,7 +46,7 @@ CONSTRAINT_HELD = (CALIBRATED, OPTIMIZE)
 COLUMNS = ["network", "layer", "block_index", "estimator", "beta", "cid", "cid_lo", "cid_hi", "r", "n_images"]
 
 __all__ = ["BARE", "CALIBRATED", "OPTIMIZE", "PAPER_LOOP", "REGIMES", "CONSTRAINT_HELD", "COLUMNS",
-           "per_image", "paper_loop_rows", "sampled_ratio", "summarize", "depth_slopes"]
+           "per_image", "paper_loop_rows", "sampled_ratio", "summarize", "depth_slopes", "paired_change"]
 
 
 def per_image(maps: InfoMaps, network: str, estimator: str, image_ids: Sequence[int] | None = None):
@@ -163,3 +163,30 @@ def depth_slopes(rows, tol: float | None = None):
         out.append(dict(zip(["network", "estimator", "beta", "image"], key), slope=slope, n_blocks=len(g),
                         rise=float(c[-1] - c[0])))
     return pd.DataFrame(out, columns=["network", "estimator", "beta", "image", "slope", "n_blocks", "rise"])
+
+
+def paired_change(base: InfoMaps, other: InfoMaps, tol: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per image, ``other``'s layer CID minus ``base``'s, averaged over the layers where both maps
+    met the constraint.
+
+    The paired comparison of two networks on the same images and noise seed (a compressed or
+    distilled net against its reference, Fig. 7): each image gives one change, the unit of the
+    verdict. A (layer, image) pair is used only when both achieved ratios are within ``tol`` of 1.
+
+    Args:
+        base, other: maps of the same layers (same names, same order) and images.
+        tol: the estimator's tolerance on the achieved ratio ``r``.
+
+    Returns:
+        ``(change, n_layers)``: ``[B]`` mean change in nats (NaN for an image with no layer left)
+        and ``[B]`` the number of layers each mean is over.
+    """
+    if list(base.layers) != list(other.layers) or base.constraint.shape != other.constraint.shape:
+        raise ValueError(f"paired maps must cover the same layers and images: {base.layers} x "
+                         f"{tuple(base.constraint.shape)} vs {other.layers} x {tuple(other.constraint.shape)}")
+    ok = torch.from_numpy(on_constraint(base.constraint.numpy(), tol) & on_constraint(other.constraint.numpy(), tol))
+    diff = torch.where(ok, other.mean().double() - base.mean().double(), torch.zeros((), dtype=torch.float64))
+    n_layers = ok.sum(0)
+    change = (diff.sum(0) / n_layers.clamp(min=1)).numpy()
+    change[n_layers.numpy() == 0] = np.nan
+    return change, n_layers.numpy()

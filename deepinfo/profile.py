@@ -54,6 +54,7 @@ __all__ = [
     "Networks",
     "Profile",
     "Rescaling",
+    "SecondLine",
     "SegmentationData",
     "Training",
     "UNetNet",
@@ -294,6 +295,28 @@ class Dynamics:
 
 
 @dataclass(frozen=True)
+class SecondLine:
+    """A second line of evidence on the CIFAR ResNets (notebooks 08, 09, 10).
+
+    The claims on compression, robustness and distillation need no object masks, so besides the
+    bird classifiers they are measured on the CIFAR ResNets of ``networks.cifar`` (the published
+    weights in the cpu and paper profiles: far stronger than the CUB nets trained from scratch)
+    and on networks derived from them here.
+    """
+
+    base_depth: int  # the ResNet pruned (08) whose stages join the robustness table (09)
+    keep: tuple[float, ...]  # fractions of the conv + FC weights kept, one pruning stage each
+    retrain: Recipe  # retraining of each pruning stage, on data.cifar's training images
+    layers: str | tuple[str, ...]  # layers compared in 08 and 10 ("blocks", "stages" or module names)
+    teacher_depth: int  # 10: the teacher ResNet (networks.cifar's weights)
+    student_depth: int  # 10: the student ResNet, trained here alone and distilled (same recipe)
+    student_recipe: Recipe
+    robustness_depths: tuple[int, ...]  # 09: ResNets measured beside the pruned stages
+    n_images: int  # test images of the paired comparisons (08, 10)
+    n_robustness: int  # 09: test images per net (each net's mean CID and distance is one point)
+
+
+@dataclass(frozen=True)
 class Profile:
     """A run profile; see ``deepinfo/profiles/*.toml`` for the values and where each comes from."""
 
@@ -314,6 +337,7 @@ class Profile:
     adversarial: Adversarial
     damage: Damage
     dynamics: Dynamics
+    second_line: SecondLine
 
     @property
     def needs_data(self) -> bool:
@@ -564,6 +588,15 @@ def _check(p: Profile) -> None:
          else isinstance(comp_layers, str) or set(comp_ru) <= set(comp_layers),
          f"compression.ru_layers must be 'same' or a list of module names (empty: no RU) among "
          f"compression.layers, got {comp_ru!r}")
+    sl = p.second_line
+    depths = (sl.base_depth, sl.teacher_depth, sl.student_depth, *sl.robustness_depths)
+    need(all(d >= 8 and (d - 2) % 6 == 0 for d in depths),
+         f"second_line: CIFAR ResNet depths must be 6n + 2 (20, 32, 44, 56, ...), got {list(depths)}")
+    need(bool(sl.keep) and all(0 < k < 1 for k in sl.keep) and list(sl.keep) == sorted(set(sl.keep), reverse=True),
+         f"second_line.keep must be decreasing fractions in (0, 1), got {list(sl.keep)}")
+    need(sl.teacher_depth != sl.student_depth, "second_line: the teacher and the student have the same depth")
+    need(sl.n_images >= 1 and sl.n_robustness >= 1,
+         f"second_line.n_images and n_robustness must be >= 1, got {sl.n_images}, {sl.n_robustness}")
     need(p.distillation.temperature > 0 and 0 <= p.distillation.alpha <= 1,
          "distillation: temperature must be > 0 and alpha in [0, 1]")
     adv = p.adversarial

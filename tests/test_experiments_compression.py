@@ -64,3 +64,48 @@ def test_profile_checks_compression_layers():
         _check(dataclasses.replace(p, compression=dataclasses.replace(p.compression, layers=("features.6",),
                                                                       ru_layers=("features.13",))))
     _check(dataclasses.replace(p, compression=dataclasses.replace(p.compression, layers="stages", ru_layers="same")))
+
+
+def tiny_second_line():
+    p = load_profile("smoke")
+    cifar = dataclasses.replace(p.data.cifar, n_train=24, n_test=8)
+    one_epoch = dataclasses.replace(p.training.cifar_resnet, epochs=1, batch_size=12)
+    sl = dataclasses.replace(p.second_line, base_depth=8, teacher_depth=14, student_depth=8, keep=(0.5, 0.2),
+                             retrain=dataclasses.replace(p.second_line.retrain, epochs=1, batch_size=12),
+                             student_recipe=dataclasses.replace(p.second_line.student_recipe, epochs=1, batch_size=12))
+    return dataclasses.replace(p, data=dataclasses.replace(p.data, cifar=cifar),
+                               training=dataclasses.replace(p.training, cifar_resnet=one_epoch), second_line=sl)
+
+
+def test_cifar_compressed_models_prune_the_profiles_cifar_resnet():
+    P = tiny_second_line()
+    nets = E.cifar_compressed_models(P, progress=False)
+    assert [k for k, _, _ in nets] == [1.0, 0.5, 0.2]
+    assert nets[0][1].key == E.cifar_resnet_model(P, 8, progress=False).key  # the shared original
+    for keep, trained, achieved in nets[1:]:
+        assert achieved == pytest.approx(keep, abs=0.01)
+        assert kept_fraction(trained.model) == pytest.approx(achieved, abs=1e-6)
+    assert nets[1][1].name == "resnet8-pruned1" and len({t.key for _, t, _ in nets}) == 3
+
+
+def test_cifar_distillation_students_differ_only_by_the_loss(monkeypatch):
+    P = tiny_second_line()
+    teacher, alone, distilled = E.cifar_distillation_models(P, progress=False)
+    assert teacher.key == E.cifar_resnet_model(P, 14, progress=False).key
+    assert alone.key != distilled.key
+    # same seed, builder and images: the loss is what makes the two students differ
+    assert not torch.equal(alone.model.conv1.weight, distilled.model.conv1.weight)
+    # a new teacher means a new student: the cache key names the teacher's weights
+    other = dataclasses.replace(P, second_line=dataclasses.replace(P.second_line, teacher_depth=20))
+    _, alone2, distilled2 = E.cifar_distillation_models(other, progress=False)
+    assert alone2.key == alone.key and distilled2.key != distilled.key
+
+
+def test_profile_checks_second_line_depths():
+    from deepinfo.profile import _check
+
+    p = load_profile("smoke")
+    with pytest.raises(ValueError, match="6n \\+ 2"):
+        _check(dataclasses.replace(p, second_line=dataclasses.replace(p.second_line, teacher_depth=21)))
+    with pytest.raises(ValueError, match="same depth"):
+        _check(dataclasses.replace(p, second_line=dataclasses.replace(p.second_line, teacher_depth=20)))

@@ -10,7 +10,7 @@ from torch import nn
 
 import deepinfo
 from deepinfo.layer_curves import (BARE, CALIBRATED, COLUMNS, PAPER_LOOP, depth_slopes, paper_loop_rows, per_image,
-                                   sampled_ratio, summarize)
+                                   paired_change, sampled_ratio, summarize)
 
 
 class Linear(nn.Module):
@@ -97,3 +97,30 @@ def test_paper_loop_rows_measure_the_ratio_of_the_loops_sigma():
     # sigma^2 = beta for every input unit: E||A eps sigma||^2 = beta ||A||_F^2, so r = 1
     assert out.r.to_numpy() == pytest.approx(1.0, abs=0.1) and (out.r_se < 0.05).all()
     assert out.cid.to_numpy() == pytest.approx(0.5 * math.log(1e-4) + 0.5 * math.log(2 * math.pi * math.e))
+
+
+def _maps(values, ratios, layers=("a", "b")):
+    """InfoMaps with a constant map per (layer, image): values [L, B] nats, ratios [L, B]."""
+    v = torch.as_tensor(values, dtype=torch.float32)
+    L, B = v.shape
+    pix = v[:, :, None, None].expand(L, B, 2, 2).clone()
+    return deepinfo.InfoMaps(layers=list(layers), pixelwise=pix, constraint=torch.as_tensor(ratios, dtype=torch.float32),
+                             constraint_se=torch.zeros(L, B), sigma=torch.ones(L, B, 2, 2),
+                             delta_f2=torch.ones(L, B), n_capped=torch.zeros(L, B, dtype=torch.long), kind="cid", method="linear", beta=1e-4,
+                             sigma_max=10.0, grid=(2, 2), image_size=(4, 4), seed=0)
+
+
+def test_paired_change_averages_the_layers_on_the_constraint_in_both_nets():
+    base = _maps([[1.0, 2.0, 3.0], [2.0, 2.0, 2.0]], [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]])
+    # image 0: both layers used -> ((1.5-1) + (1.0-2)) / 2; image 1: layer b off in `other` -> 2.5-2;
+    # image 2: layer a off in `base`, b off in `other` -> no layer left
+    other = _maps([[1.5, 2.5, 9.0], [1.0, 7.0, 9.0]], [[1.0, 1.01, 1.0], [1.02, 1.5, 1.3]])
+    base.constraint[0, 2] = 0.5
+    change, n = paired_change(base, other, tol=0.05)
+    assert change[:2].tolist() == pytest.approx([-0.25, 0.5])
+    assert math.isnan(change[2]) and n.tolist() == [2, 1, 0]
+
+
+def test_paired_change_refuses_maps_of_other_layers():
+    with pytest.raises(ValueError, match="same layers"):
+        paired_change(_maps([[1.0]], [[1.0]], layers=("a",)), _maps([[1.0]], [[1.0]], layers=("b",)), tol=0.05)

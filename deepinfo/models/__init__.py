@@ -21,6 +21,7 @@ from typing import Any
 
 from deepinfo.models.autoencoder import CifarResNetAutoencoder, cifar_resnet_autoencoder
 from deepinfo.models.cifar_resnet import (
+    PUBLISHED_ACCURACY,
     PUBLISHED_FILES,
     CifarResNet,
     CifarResNetTrunk,
@@ -44,6 +45,7 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "LAYER_KEYWORDS",
+    "PUBLISHED_ACCURACY",
     "PUBLISHED_FILES",
     "CifarResNet",
     "CifarResNetAutoencoder",
