@@ -18,30 +18,11 @@ from tqdm.auto import tqdm
 from ._features import FeatureTap, ModelGuard, model_device, resolve_layers
 from ._fold import fold_batchnorm
 from ._grid import Grid
+from ._images import check_images
 from ._jacobian import column_energies
 from ._solver import Sampler, image_generators, lagrangian_descent, measure_ratio, project_to_constraint
 from .estimators import METHODS, cid_cells, closed_form_log_sigma, ru_cells
 from .result import InfoMaps
-
-
-def _check_images(x) -> torch.Tensor:
-    if not torch.is_tensor(x):
-        raise ValueError(f"images must be a torch.Tensor [B, C, H, W], got {type(x).__name__}")
-    if x.dim() != 4:
-        hint = " (add a batch dimension with x.unsqueeze(0))" if x.dim() == 3 else ""
-        raise ValueError(f"images must have 4 dimensions [B, C, H, W], got shape {tuple(x.shape)}{hint}")
-    if not x.is_floating_point():
-        raise ValueError(f"images must be floating point in [0, 1] (pixel space), got {x.dtype}; use x.float() / 255")
-    if not bool(torch.isfinite(x).all()):
-        bad = (~torch.isfinite(x)).flatten(1).any(1).nonzero().flatten().tolist()
-        raise ValueError(f"images contain non-finite pixels (NaN or inf) in images {bad}")
-    if float(x.min()) < -1e-3 or float(x.max()) > 1 + 1e-3:
-        warnings.warn(
-            f"pixels lie in [{float(x.min()):.3g}, {float(x.max()):.3g}], not [0, 1]: deepinfo expects "
-            "pixel-space images with the normalization inside the model (SPEC section 1)",
-            stacklevel=4,
-        )
-    return x
 
 
 def _check_settings(beta, method, sigma_max, tol):
@@ -70,7 +51,7 @@ def estimate(
         max_eval_draws = 512 if method == "optimize" else 128
     if init not in ("linear", "constant"):
         raise ValueError(f"init must be 'linear' or 'constant', got {init!r}")
-    x = _check_images(x)
+    x = check_images(x, "images", stacklevel=4)
     layers = resolve_layers(model, layers)
     device = model_device(model, x.device)
     x = x.detach().to(device)

@@ -1,9 +1,10 @@
 """Reading a model's intermediate features without changing the model.
 
+`features` is the public call: the outputs of named modules for a batch. Underneath,
 `ModelGuard` puts a model in the state the estimators need (eval mode, no parameter gradients)
-and restores exactly what it found. `FeatureTap` returns the outputs of named modules and stops
-the forward pass as soon as the deepest requested one has run, so an early layer costs only the
-layers before it.
+and restores exactly what it found, and `FeatureTap` returns the outputs of named modules and
+stops the forward pass as soon as the deepest requested one has run, so an early layer costs only
+the layers before it. `resolve_layers` is the one check of layer names.
 """
 
 from __future__ import annotations
@@ -74,6 +75,36 @@ class ModelGuard:
             p.requires_grad_(flag)
 
 
+def features(model: nn.Module, x: torch.Tensor, layers: str | Sequence[str]) -> dict[str, torch.Tensor]:
+    """The outputs of named modules of ``model`` on the batch ``x``, without changing the model.
+
+    The forward runs in eval mode without gradients and stops once the deepest requested module
+    has run; the model's training flags and ``requires_grad`` are restored afterwards. The values
+    are those of a plain ``model(x)`` (same memory layout, no channels-last shortcut).
+
+    Args:
+        model: any ``nn.Module``.
+        x: its input batch, e.g. images ``[B, C, H, W]``.
+        layers: one module name from ``model.named_modules()`` or a list of them.
+
+    Returns:
+        ``{name: output}`` in the order given, each ``[B, ...]`` as the module produced it (the
+        first element of a tuple output; a module run several times is read at its first call).
+
+    Raises:
+        KeyError: a name that is not a module of ``model`` (with the nearest valid names).
+
+    Example::
+
+        f = deepinfo.features(model, x, ["layer1", "layer3"])
+        f["layer3"].shape   # torch.Size([B, 64, 8, 8]) on a CIFAR ResNet
+    """
+    names = resolve_layers(model, layers)
+    with ModelGuard(model), torch.no_grad():
+        out = FeatureTap(model, names, channels_last=False)(x)
+    return {name: out[name] for name in names}
+
+
 class _Reached(Exception):
     """Raised from a hook once every requested feature is captured (ends the forward early)."""
 
@@ -85,15 +116,17 @@ class FeatureTap:
     (``[B, ...]``). A module that runs several times in one forward is read at its first call.
     """
 
-    def __init__(self, model: nn.Module, layers: Iterable[str]):
+    def __init__(self, model: nn.Module, layers: Iterable[str], channels_last: bool | None = None):
         self.model = model
         self.layers = list(layers)
         self.modules = dict(model.named_modules())
-        # On a CPU, convolutions run 20-30 % faster on channels-last images (no reorder into the
-        # blocked layout per call; measured on a CIFAR ResNet-20); a model that cannot take them
-        # (a .view() of its input, say) is caught at the first call and run as it was.
-        self.channels_last = model_device(model).type == "cpu" and any(
-            isinstance(m, nn.Conv2d) for m in self.modules.values())
+        # On a CPU, convolutions run faster on channels-last images (no reorder into the blocked
+        # layout per call); a model that cannot take them (a .view() of its
+        # input, say) is caught at the first call and run as it was. None: on a CPU conv net.
+        if channels_last is None:
+            channels_last = model_device(model).type == "cpu" and any(
+                isinstance(m, nn.Conv2d) for m in self.modules.values())
+        self.channels_last = channels_last
 
     def __call__(self, x: torch.Tensor, layers: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
         wanted = list(self.layers if layers is None else layers)

@@ -40,6 +40,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from ._images import check_images
+
 __all__ = ["adversarial_loss", "pgd_accuracy", "pgd_linf", "pgd_settings"]
 
 MODES = ("eval", "train", "current")
@@ -111,13 +113,10 @@ def pgd_linf(
     The model is left as found: mode, ``requires_grad`` of every parameter, BatchNorm buffers.
     """
     _check(epsilon, step_size, steps, mode)
-    if images.dim() != 4:
-        raise ValueError(f"images must be [B, C, H, W], got shape {tuple(images.shape)}")
+    check_images(images, "images", pixel_range="error")
     if labels.shape != images.shape[:1]:
         raise ValueError(f"labels must be [B] = [{images.shape[0]}], got shape {tuple(labels.shape)}")
     x = images.detach()
-    if x.numel() and (x.min() < 0 or x.max() > 1):
-        raise ValueError(f"images must lie in [0, 1], got range [{float(x.min()):.3g}, {float(x.max()):.3g}]")
     labels = labels.long()
     low, high = (x - epsilon).clamp(min=0), (x + epsilon).clamp(max=1)
     if random_start and epsilon > 0:

@@ -77,6 +77,7 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from deepinfo._features import ModelGuard, resolve_layers
+from deepinfo._images import check_images
 
 METHODS = ("gradient", "gradient_x_input", "guided_backprop", "gradcam", "cam", "lrp")
 REDUCTIONS = ("sum", "abs_sum", "max_abs", "none")
@@ -100,6 +101,7 @@ def attribute(
     composite: str | object = "epsilon_gamma_box",
     epsilon: float = 1e-6,
     gamma: float = 0.25,
+    normalize: str | None = "auto",
 ) -> Tensor:
     """Attribution map of ``method`` for the target logit, at the input or at ``layer``.
 
@@ -125,6 +127,14 @@ def attribute(
             used; the ``normalize`` module still gets ``Pass`` unless the composite maps it).
         epsilon: LRP only: the Epsilon rule's stabilizer.
         gamma: LRP only: the Gamma rule's gamma (``"epsilon_gamma_box"``).
+        normalize: LRP only: where the model normalizes its input, which sets the ZBox bounds and
+            gets the ``Pass`` rule. ``"auto"`` finds the module named ``normalize`` (as
+            :func:`deepinfo.wrap` and every :mod:`deepinfo.models` network name it), else the one
+            ``Normalize`` module of the model (deepinfo's or torchvision's, whatever its name, e.g.
+            ``"0"`` in ``nn.Sequential(Normalize(...), net)``); a module name says where it is;
+            ``None`` says the model takes pixels in [0, 1] straight into its first layer. When
+            ``"auto"`` finds none, LRP raises instead of guessing. The other methods differentiate
+            through the model and need no such knowledge.
 
     Returns:
         ``[B, H, W]`` for input-space maps, ``[B, h, w]`` for layer maps (float, on ``x``'s
@@ -133,7 +143,7 @@ def attribute(
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; accepted: {list(METHODS)}")
-    _check_images(x)
+    check_images(x, "x", pixel_range="ignore")
     if reduce is not None and reduce not in REDUCTIONS:
         raise ValueError(f"reduce must be None or one of {list(REDUCTIONS)}, got {reduce!r}")
     if method in ("gradcam", "cam") and reduce is not None:
@@ -163,7 +173,7 @@ def attribute(
         elif method == "cam":
             return _cam(model, x, targets, layer, trace)
         else:
-            raw = _lrp(model, x, targets, layer, composite, epsilon, gamma)
+            raw = _lrp(model, x, targets, layer, composite, epsilon, gamma, normalize)
     return _reduce(raw, reduce)
 
 
@@ -202,7 +212,7 @@ def default_layer(model: nn.Module, x: Tensor, cam: bool = False, _trace_cache=N
     """
     trace = _trace_cache
     if trace is None:
-        _check_images(x)
+        check_images(x, "x", pixel_range="ignore")
         with _untouched(model):
             trace = _trace(model, x[:1].detach())
     names = [n for n in trace.order if trace.usable(n) and trace.spatial_size(n) > 1]
@@ -216,18 +226,6 @@ def default_layer(model: nn.Module, x: Tensor, cam: bool = False, _trace_cache=N
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def _check_images(x: Tensor) -> None:
-    if not torch.is_tensor(x) or x.dim() != 4:
-        shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
-        raise ValueError(f"x must be images [B, C, H, W], got {shape}")
-    if not x.is_floating_point():
-        raise ValueError(f"x must be a float tensor in [0, 1], got dtype {x.dtype}")
-    if x.shape[0] == 0:
-        raise ValueError("x holds no images (B = 0)")
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError("x has non-finite pixels (NaN or inf)")
 
 
 @contextlib.contextmanager
@@ -549,22 +547,36 @@ class _ResidualSums(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def _find_normalize(model: nn.Module) -> nn.Module | None:
-    """The model's input normalization: the first module named ``normalize`` (SPEC section 1)."""
-    for name, module in model.named_modules():
-        if name.split(".")[-1] == "normalize":
+def _find_normalize(model: nn.Module, normalize: str | None = "auto") -> nn.Module | None:
+    """The model's input normalization for LRP (see ``attribute``'s ``normalize``)."""
+    if normalize is None:
+        return None
+    modules = dict(model.named_modules())
+    if normalize != "auto":
+        resolve_layers(model, normalize)  # KeyError with the nearest valid names
+        return modules[normalize]
+    for name, module in modules.items():
+        if name and name.split(".")[-1] == "normalize":
             return module
-    return None
+    # by type: deepinfo.models.Normalize or torchvision.transforms.Normalize (both nn.Modules)
+    typed = [n for n, m in modules.items() if n and type(m).__name__ == "Normalize"]
+    if len(typed) == 1:
+        return modules[typed[0]]
+    found = f"several Normalize modules ({typed})" if typed else "no module named 'normalize' and no Normalize module"
+    raise ValueError(
+        f"LRP needs to know where {type(model).__name__} normalizes its input (it sets the ZBox bounds and the Pass "
+        f"rule), and found {found}. Pass normalize='<module name>', or normalize=None if the model takes pixels in "
+        "[0, 1] straight into its first layer, or wrap the network with deepinfo.wrap(net, mean, std).")
 
 
-def _lrp_composite(model: nn.Module, x: Tensor, composite, epsilon: float, gamma: float):
+def _lrp_composite(model: nn.Module, x: Tensor, composite, epsilon: float, gamma: float, normalize="auto"):
     from zennit.canonizers import SequentialMergeBatchNorm
     from zennit.composites import EpsilonGammaBox, EpsilonPlus, EpsilonPlusFlat, LayerMapComposite, layer_map_base
     from zennit.core import Composite
     from zennit.rules import Epsilon, Pass
     from zennit.types import Convolution, Linear
 
-    norm = _find_normalize(model)
+    norm = _find_normalize(model, normalize)
     if isinstance(composite, str):
         if composite not in LRP_COMPOSITES:
             raise ValueError(f"unknown LRP composite {composite!r}; accepted: {list(LRP_COMPOSITES)} "
@@ -600,8 +612,8 @@ def _lrp_composite(model: nn.Module, x: Tensor, composite, epsilon: float, gamma
 
 
 def _lrp(model: nn.Module, x: Tensor, t: Tensor, layer: str | None, composite, epsilon: float,
-         gamma: float) -> Tensor:
-    built = _lrp_composite(model, x, composite, epsilon, gamma)
+         gamma: float, normalize="auto") -> Tensor:
+    built = _lrp_composite(model, x, composite, epsilon, gamma, normalize)
     base_map = built.module_map
     xin = x.clone().requires_grad_(True)
     try:

@@ -20,7 +20,6 @@ Everything here needs torch (and tqdm) only.
 
 from __future__ import annotations
 
-import difflib
 import math
 import time
 from collections.abc import Iterable, Sequence
@@ -30,6 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
+
+from ._features import features as capture_features
+from ._features import resolve_layers
+from ._images import check_images
 
 __all__ = [
     "FLAT_START_MAX_SIDE",
@@ -284,30 +287,6 @@ class DecoderLog(list):
         return [] if self.fit is None else list(self.fit.epoch_mse)
 
 
-class _StopForward(Exception):
-    """Raised by the feature hook to end the model's forward once the layer has run."""
-
-    def __init__(self, feature: torch.Tensor):
-        super().__init__()
-        self.feature = feature
-
-
-def _find_module(model: nn.Module, layer: str) -> nn.Module:
-    """The module named ``layer`` in ``model.named_modules()``; KeyError with near names."""
-    modules = dict(model.named_modules())
-    if not isinstance(layer, str):
-        raise KeyError(f"layer must be a module name (str), got {type(layer).__name__}: {layer!r}")
-    if layer in modules:
-        return modules[layer]
-    names = [n for n in modules if n]
-    close = difflib.get_close_matches(layer, names, n=5, cutoff=0.3)
-    hint = close if close else names[:10]
-    which = "nearest valid names" if close else "some valid names"
-    raise KeyError(
-        f"unknown layer {layer!r}: not a name in model.named_modules(); {which}: {hint}"
-    )
-
-
 def _first_tensor(batch) -> torch.Tensor:
     """The images of a loader batch: a bare tensor, or the first element of a tuple / list."""
     if isinstance(batch, (tuple, list)):
@@ -323,23 +302,12 @@ def _first_tensor(batch) -> torch.Tensor:
 
 
 def _check_images(x: torch.Tensor, image_shape: tuple[int, ...] | None) -> None:
-    if x.dim() != 4:
-        raise ValueError(f"images must be [B, C, H, W], got shape {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise ValueError(f"images must be float tensors in [0, 1], got dtype {x.dtype}")
+    # The decoder ends in a sigmoid: targets outside [0, 1] (e.g. already normalized images)
+    # could never be reached and would mean the model's normalization is applied twice.
+    check_images(x, "images", pixel_range="error")
     if image_shape is not None and tuple(x.shape[1:]) != image_shape:
         raise ValueError(
             f"all batches must share one image shape: got {tuple(x.shape[1:])} after {image_shape}"
-        )
-    lo, hi = float(x.min()), float(x.max())
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        raise ValueError("images contain non-finite pixels (nan or inf)")
-    # The decoder ends in a sigmoid: targets outside [0, 1] (e.g. already normalized images)
-    # could never be reached and would mean the model's normalization is applied twice.
-    if lo < -1e-4 or hi > 1 + 1e-4:
-        raise ValueError(
-            f"images must be in pixel space [0, 1] (the model owns its normalization); "
-            f"got values in [{lo:.3g}, {hi:.3g}]"
         )
 
 
@@ -351,36 +319,11 @@ def _model_device(model: nn.Module) -> torch.device | None:
     return None
 
 
-def _features(model: nn.Module, module: nn.Module, x: torch.Tensor, layer: str) -> torch.Tensor:
-    """``h(x)``: the output of ``module`` in the forward of ``model`` on ``x``, detached.
-
-    The forward is cut short right after ``module`` has run (the hook raises ``_StopForward``).
-    A module that runs several times per forward yields its first output.
-    """
-
-    def hook(_mod, _inp, out):
-        if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
-            out = out[0]
-        if not isinstance(out, torch.Tensor):
-            raise TypeError(f"layer {layer!r} returned {type(out).__name__}, not a tensor")
-        raise _StopForward(out.detach())
-
-    handle = module.register_forward_hook(hook)
-    try:
-        with torch.no_grad():
-            model(x)
-    except _StopForward as stop:
-        return stop.feature
-    finally:
-        handle.remove()
-    raise RuntimeError(f"layer {layer!r} was not called during the model's forward pass")
-
-
 @torch.no_grad()
 def reconstruction_mse(model: nn.Module, layer: str, decoder: nn.Module, images: torch.Tensor) -> float:
     """``mean((decoder(h(images)) - images)^2)`` without noise: what a trained decoder can rebuild
     from the layer (RU cannot go below it). ``images``: ``[B, C, H, W]`` in pixel space."""
-    feature = _features(model, _find_module(model, layer), images, layer)
+    feature = capture_features(model, images, layer)[layer]
     return float(F.mse_loss(decoder(feature), images))
 
 
@@ -432,7 +375,7 @@ def train_decoder(
         it to its input), and the :class:`DecoderLog` step log, whose ``.fit`` (also
         ``decoder.fit``) is the :class:`DecoderFit` summary with the per-epoch mean MSE.
     """
-    module = _find_module(model, layer)
+    resolve_layers(model, layer)  # KeyError naming the nearest valid names, before any work
     if int(epochs) != epochs or epochs < 1:
         raise ValueError(f"epochs must be a positive int, got {epochs!r}")
     if not (lr > 0):
@@ -475,7 +418,7 @@ def train_decoder(
                 for batch in loader:
                     x = _first_tensor(batch).to(device)
                     _check_images(x, None if decoder is None else decoder.image_shape)
-                    f = _features(model, module, x, layer)
+                    f = capture_features(model, x, layer)[layer]
                     if decoder is None:
                         # The architecture depends on the feature shape, known only now.
                         decoder = ResNetDecoder(
@@ -537,9 +480,5 @@ def decoders_for(
     ``progress``, ``seed``, ``log_every``); each decoder's summary is ``decoder.fit``.
     This is the ``decoders`` argument of ``deepinfo.ru(model, decoders, x, layers)``.
     """
-    names = [layers] if isinstance(layers, str) else list(layers)
-    if not names:
-        raise ValueError("layers is empty; give one module name or a list of them")
-    for name in names:
-        _find_module(model, name)
+    names = resolve_layers(model, layers)  # KeyError / ValueError before any training
     return {name: train_decoder(model, name, loader, **kw)[0] for name in names}

@@ -225,6 +225,16 @@ def foreground_cells(mask_or_boxes, image_size: tuple[int, int], grid: tuple[int
     return frac > 0.5
 
 
+def has_object_and_background(mask: torch.Tensor, grid: int | tuple[int, int] | None) -> bool:
+    """Whether the object mask ``[H, W]`` (bool) leaves at least one foreground cell and one
+    background cell on the estimator's grid (``None``: one cell per pixel), i.e. whether
+    concentration (background minus foreground CID) is defined for this image."""
+    size = tuple(mask.shape[-2:])
+    cells = size if grid is None else ((grid, grid) if isinstance(grid, int) else tuple(grid))
+    fg = foreground_cells(mask.reshape(1, *size), size, cells, 1)
+    return bool(fg.any()) and not bool(fg.all())
+
+
 def concentration(maps: InfoMaps, mask) -> torch.Tensor:
     """Concentration (Eq. 5): mean background entropy minus mean foreground entropy.
 

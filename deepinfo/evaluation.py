@@ -76,7 +76,7 @@ def descriptive_accuracy(
     """
     import pandas as pd
 
-    _check_images(images, "images")
+    check_images(images, "images", pixel_range="ignore")
     n, c, h, w = images.shape
     labels = torch.as_tensor(labels)
     if labels.shape != (n,) or labels.is_floating_point() or labels.dtype == torch.bool:
@@ -181,16 +181,6 @@ def localization_recall(
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def _check_images(x: Tensor, what: str) -> None:
-    if not torch.is_tensor(x) or x.dim() != 4 or not x.is_floating_point():
-        shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
-        raise ValueError(f"{what} must be float images [N, C, H, W], got {shape}")
-    if x.shape[0] == 0:
-        raise ValueError(f"{what} holds no images")
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{what} has non-finite pixels (NaN or inf)")
 
 
 def _importance_at(importance: Tensor, n: int, size: tuple[int, int], upsample: str) -> Tensor:

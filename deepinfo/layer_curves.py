@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._features import features
 from ._grid import Grid
 from .result import InfoMaps
 from .verdicts import bootstrap, on_constraint
@@ -70,17 +71,11 @@ def sampled_ratio(model: nn.Module, layer: str, image: torch.Tensor, log_sigma: 
     Returns:
         ``(r, standard error of r)`` over ``draws`` noise draws.
     """
-    store = {}
-    hook = dict(model.named_modules())[layer].register_forward_hook(lambda m, i, o: store.update(f=o))
-    try:
-        model(image[None])
-        f = store["f"].flatten(1)
-        sigma = Grid.make(grid, tuple(image.shape[-2:])).to_pixels(log_sigma.reshape(1, -1).exp())[0]
-        eps = torch.randn(draws, *image.shape, generator=torch.Generator().manual_seed(seed))
-        model(image[None] + sigma * eps)
-        d = (store["f"].flatten(1) - f).pow(2).sum(1) / (beta * delta_f2)
-    finally:
-        hook.remove()
+    f = features(model, image[None], layer)[layer].flatten(1)
+    sigma = Grid.make(grid, tuple(image.shape[-2:])).to_pixels(log_sigma.reshape(1, -1).exp())[0]
+    eps = torch.randn(draws, *image.shape, generator=torch.Generator().manual_seed(seed))
+    noisy = features(model, image[None] + sigma * eps, layer)[layer].flatten(1)
+    d = (noisy - f).pow(2).sum(1) / (beta * delta_f2)
     return float(d.mean()), float(d.std() / math.sqrt(draws))
 
 

@@ -29,14 +29,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ._images import check_images
+
 __all__ = ["Robustness", "boundary_scale", "minimal_perturbation", "robustness", "top_wrong_classes"]
-
-
-def _check_images(x: torch.Tensor) -> None:
-    if not torch.is_tensor(x) or x.dim() != 4 or not x.is_floating_point():
-        raise ValueError(f"x must be float images [B, C, H, W], got {getattr(x, 'shape', type(x))}")
-    if x.shape[0] == 0:
-        raise ValueError("x holds no image")
 
 
 def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -83,7 +78,7 @@ def minimal_perturbation(model: nn.Module, x: torch.Tensor, source, target, *, m
         ``max_steps``. ``distance`` is 0 where ``z_target >= z_source`` already holds at ``x``,
         and NaN where the boundary was not reached (or the gradient vanished).
     """
-    _check_images(x)
+    check_images(x, "x", pixel_range="ignore")
     if not isinstance(max_steps, int) or max_steps < 1:
         raise ValueError(f"max_steps must be an int >= 1, got {max_steps!r}")
     if not overshoot >= 0 or not math.isfinite(overshoot):
@@ -129,7 +124,7 @@ def boundary_scale(model: nn.Module, x: torch.Tensor, delta: torch.Tensor, sourc
     ``t * ||delta||``), 0 where the gap is already >= 0 at ``x``, NaN where it is still negative
     at ``t_max`` (no crossing to bracket).
     """
-    _check_images(x)
+    check_images(x, "x", pixel_range="ignore")
     if delta.shape != x.shape:
         raise ValueError(f"delta must have the shape of x {tuple(x.shape)}, got {tuple(delta.shape)}")
     if not t_max > 0:
@@ -163,7 +158,7 @@ def boundary_scale(model: nn.Module, x: torch.Tensor, delta: torch.Tensor, sourc
 @torch.no_grad()
 def top_wrong_classes(model: nn.Module, x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``(predicted [B], wrong [B, k])``: the arg-max class and the ``k`` most probable other classes."""
-    _check_images(x)
+    check_images(x, "x", pixel_range="ignore")
     was_training = model.training
     model.eval()
     try:
@@ -215,7 +210,7 @@ def robustness(model: nn.Module, x: torch.Tensor, top_k: int, *, max_steps: int 
     """
     from tqdm.auto import tqdm
 
-    _check_images(x)
+    check_images(x, "x", pixel_range="ignore")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
     with torch.no_grad():

@@ -40,9 +40,9 @@ MIN_UNITS = 5
 VERDICTS = (HELD, NOT_HELD, INCONCLUSIVE)
 SIDES = ("greater", "less", "within")
 
-__all__ = ["Verdict", "Condition", "decide", "decide_difference", "decide_correlation", "combine", "parts_text",
-           "undecidable", "bootstrap", "accuracy_condition", "reconstruction_condition", "constraint_condition",
-           "on_constraint", "converged_condition", "HELD", "NOT_HELD", "INCONCLUSIVE", "VERDICTS", "MIN_UNITS"]
+__all__ = ["Verdict", "Condition", "decide", "decide_difference", "decide_correlation", "correlation", "combine",
+           "parts_text", "undecidable", "bootstrap", "accuracy_condition", "reconstruction_condition",
+           "constraint_condition", "on_constraint", "HELD", "NOT_HELD", "INCONCLUSIVE", "VERDICTS", "MIN_UNITS"]
 
 
 @dataclass(frozen=True)
@@ -201,7 +201,8 @@ def _finite_units(values, unit: str) -> np.ndarray:
 
 def decide(values: Sequence[float] | np.ndarray, *, threshold: float = 0.0, side: str = "greater",
            unit: str = "images", stat: Callable[[np.ndarray], float] = np.mean, confidence: float = 0.95,
-           noise_sd: float = 0.0, n_boot: int = 4000, seed: int = 0, design: str = "") -> Verdict:
+           noise_sd: float = 0.0, n_boot: int = 4000, seed: int = 0, design: str = "",
+           if_none: str | None = None) -> Verdict:
     """Decide a claim from one value per unit (a paired design passes per-unit differences).
 
     Args:
@@ -215,11 +216,15 @@ def decide(values: Sequence[float] | np.ndarray, *, threshold: float = 0.0, side
         noise_sd: estimator noise (sd of the effect) not already present in the per-unit values.
         n_boot, seed: bootstrap replicates and their seed (the verdict is deterministic).
         design: a note on what this design can decide, shown beside the verdict.
+        if_none: when no value is finite (e.g. every map missed the constraint), return an
+            inconclusive verdict giving this reason instead of raising.
 
     Returns:
         :class:`Verdict`. With a single unit the interval is the point (plus ``noise_sd``): such a
         verdict is flagged in ``design``.
     """
+    if if_none is not None and not np.isfinite(np.asarray(values, dtype=float)).any():
+        return undecidable(if_none, unit=unit, threshold=threshold, side=side)
     arr = _finite_units(values, unit)
     if arr.shape[0] == 0:
         raise ValueError(f"every value per {unit} is non-finite: nothing to decide")
@@ -268,6 +273,24 @@ def _corr(xy: np.ndarray, method: str) -> float:
     if x.std() == 0 or y.std() == 0:
         return float("nan")
     return float(np.corrcoef(x, y)[0, 1])
+
+
+def correlation(x: Sequence[float], y: Sequence[float], method: str = "spearman", *,
+                drop_nonfinite: bool = False) -> float:
+    """Spearman (ranks, ties averaged) or Pearson correlation of two equal-length sequences.
+
+    NaN when there are fewer than 3 pairs, a non-finite value (unless ``drop_nonfinite``, which
+    leaves out the pairs that have one), or a constant column: a number that cannot be computed
+    is not reported as 0.
+    """
+    if method not in ("spearman", "pearson"):
+        raise ValueError(f"method must be 'spearman' or 'pearson', got {method!r}")
+    xy = np.column_stack([np.asarray(x, float).ravel(), np.asarray(y, float).ravel()])
+    if drop_nonfinite:
+        xy = xy[np.isfinite(xy).all(axis=1)]
+    if xy.shape[0] < 3 or not np.isfinite(xy).all():
+        return float("nan")
+    return _corr(xy, method)
 
 
 def decide_correlation(x: Sequence[float], y: Sequence[float], *, threshold: float = 0.0, side: str = "greater",
@@ -396,17 +419,3 @@ def on_constraint(ratios, tol: float) -> np.ndarray:
     """Boolean mask of the maps whose achieved ratio is within ``tol`` of 1 (finite)."""
     r = np.asarray(ratios, dtype=float)
     return np.isfinite(r) & (np.abs(r - 1) <= tol)
-
-
-def converged_condition(what: str, losses: Sequence[float], *, window: int = 2, rel: float = 0.05) -> Condition:
-    """Training has levelled off: the last ``window`` epochs' mean loss fell by less than ``rel`` (relative)
-    from the ``window`` epochs before. A learning-rate schedule that decays to zero also flattens the loss,
-    so callers that need more should pass a held-out or constant-learning-rate criterion."""
-    loss = np.asarray(losses, dtype=float)
-    if loss.size < 2 * window:
-        return Condition(f"{what} converged", False, f"only {loss.size} epochs logged", "trained to convergence")
-    before, last = loss[-2 * window:-window].mean(), loss[-window:].mean()
-    drop = (before - last) / abs(before) if before else 0.0
-    return Condition(f"{what} converged", drop < rel,
-                     f"loss {before:.3g} -> {last:.3g} over the last {window} epochs ({drop:+.1%} drop)",
-                     "trained to convergence")

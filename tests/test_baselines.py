@@ -333,7 +333,7 @@ def test_captum_lrp_does_not_conserve_on_the_residual_net():
     t = out.argmax(dim=1)
     score = out.gather(1, t[:, None])[:, 0]
     theirs = LRP(model).attribute(x.clone().requires_grad_(True), target=t).detach().sum(dim=(1, 2, 3))
-    ours = attribute("lrp", model, x, t, composite="epsilon", reduce="none").sum(dim=(1, 2, 3))
+    ours = attribute("lrp", model, x, t, composite="epsilon", reduce="none", normalize=None).sum(dim=(1, 2, 3))
     torch.testing.assert_close(ours, score, rtol=1e-4, atol=1e-6)
     assert ((theirs - score).abs() / score.abs()).min() > 0.1, (theirs, score)
 
@@ -469,3 +469,76 @@ def test_bad_input_raises_clear_errors():
         attribute("cam", vgg_like, x)
     with pytest.raises(ValueError, match=r"\[B, h, w\]"):
         to_input_size(torch.zeros(2, 3, 4, 4), (8, 8))
+
+
+# ----------------------------------------------------------------------------- LRP on a user's model
+
+
+class NamedNormalize(nn.Module):
+    """A user's net with its normalization as the child named ``normalize`` (as deepinfo's models)."""
+
+    def __init__(self, net, mean, std):
+        super().__init__()
+        self.normalize = Normalize(mean, std)
+        self.body = net
+
+    def forward(self, x):
+        return self.body(self.normalize(x))
+
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@pytest.mark.parametrize("composite", ["epsilon_gamma_box", "epsilon"])
+def test_lrp_on_wrap_equals_lrp_with_the_normalization_named_normalize(composite):
+    import deepinfo
+
+    torch.manual_seed(0)
+    net = ResNetTiny(bias=False, with_normalize=False).eval()
+    x = _images(b=2)
+    reference = attribute("lrp", NamedNormalize(net, MEAN, STD), x, 1, composite=composite, reduce="none")
+    wrapped = attribute("lrp", deepinfo.wrap(net, MEAN, STD), x, 1, composite=composite, reduce="none")
+    torch.testing.assert_close(wrapped, reference, rtol=0, atol=0)
+    # the README's nn.Sequential(Normalize(...), net): the normalization is named "0", found by its type
+    sequential = attribute("lrp", nn.Sequential(Normalize(MEAN, STD), net), x, 1, composite=composite, reduce="none")
+    torch.testing.assert_close(sequential, reference, rtol=0, atol=0)
+    # and told by name
+    told = attribute("lrp", nn.Sequential(Normalize(MEAN, STD), net), x, 1, composite=composite, reduce="none",
+                     normalize="0")
+    torch.testing.assert_close(told, reference, rtol=0, atol=0)
+
+
+def test_lrp_says_so_when_it_cannot_know_the_normalization():
+    class Inline(nn.Module):  # normalizes inside forward: no module to find
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return self.net((x - 0.5) / 0.25)
+
+    net = ResNetTiny(bias=False, with_normalize=False).eval()
+    x = _images(b=2)
+    with pytest.raises(ValueError, match="normalize=None.*deepinfo.wrap"):
+        attribute("lrp", Inline(net), x, 1)
+    with pytest.raises(KeyError, match="unknown layer 'norm'"):
+        attribute("lrp", Inline(net), x, 1, normalize="norm")
+    two = nn.Sequential(Normalize(MEAN, STD), Normalize(MEAN, STD), net)
+    with pytest.raises(ValueError, match="several Normalize modules"):
+        attribute("lrp", two, x, 1)
+    # the other methods differentiate through the model and need no such knowledge
+    assert attribute("gradient", Inline(net), x, 1).shape == (2, 8, 8)
+    # normalize=None: the model takes [0, 1] pixels into its first layer (ZBox bounds 0 and 1)
+    assert torch.isfinite(attribute("lrp", net, x, 1, normalize=None)).all()
+
+
+def test_lrp_on_the_old_readme_model_with_torchvisions_normalize():
+    # nn.Sequential(torchvision.transforms.Normalize(...), net): the normalization is named "0" and is
+    # torchvision's class; LRP finds it by its type and matches the named-normalize model
+    tv = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    net = ResNetTiny(bias=False, with_normalize=False).eval()
+    x = _images(b=2)
+    reference = attribute("lrp", NamedNormalize(net, MEAN, STD), x, 1, reduce="none")
+    readme = nn.Sequential(tv.transforms.Normalize(MEAN, STD), net).eval()
+    torch.testing.assert_close(attribute("lrp", readme, x, 1, reduce="none"), reference, rtol=1e-5, atol=1e-7)

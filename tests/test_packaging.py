@@ -12,7 +12,7 @@ def pyproject_requirements() -> set[str]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     reqs = set(project["dependencies"])
     for extra in project["optional-dependencies"].values():
-        reqs |= {r for r in extra if not r.startswith("deepinfo[")}
+        reqs |= {r for r in extra if not r.startswith("deepinfo-discarding[")}
     return reqs
 
 
@@ -26,11 +26,17 @@ def test_environment_yml_mirrors_pyproject():
 
 
 def test_estimator_core_needs_torch_alone():
-    # `pip install deepinfo` without extras must be enough for the estimators.
+    # `pip install deepinfo-discarding` without extras must be enough for the estimators and the
+    # command: torch, plus pillow and matplotlib for the command's images and figures.
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     core = {r.split(">")[0].split("<")[0].split("=")[0] for r in project["dependencies"]}
-    assert core == {"torch", "numpy", "tqdm"}
-    for module in ["estimators", "_engine", "_features", "_grid", "_jacobian", "_solver", "result", "decoder"]:
+    assert core == {"torch", "numpy", "tqdm", "pillow", "matplotlib"}
+    assert project["name"] != "deepinfo"  # taken on PyPI by an unrelated project
+    assert project["scripts"]["deepinfo"] == "deepinfo.cli:main"
+    for module in ["estimators", "_engine", "_features", "_grid", "_images", "_jacobian", "_solver", "result",
+                   "decoder", "cli", "models/normalize", "models/layer_names"]:
         src = (ROOT / "deepinfo" / f"{module}.py").read_text()
-        for heavy in ("torchvision", "captum", "zennit", "matplotlib", "seaborn"):
-            assert f"import {heavy}" not in src and f"from {heavy}" not in src, (module, heavy)
+        for heavy in ("torchvision", "captum", "zennit", "matplotlib", "seaborn", "pandas"):
+            # the command imports matplotlib and torchvision inside the functions that need them
+            top = "\n".join(line for line in src.splitlines() if not line.startswith(" "))
+            assert f"import {heavy}" not in top and f"from {heavy}" not in top, (module, heavy)

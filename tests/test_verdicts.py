@@ -8,7 +8,7 @@ import pytest
 
 from deepinfo.verdicts import (HELD, INCONCLUSIVE, NOT_HELD, Condition, accuracy_condition, bootstrap, combine,
                                parts_text,
-                               constraint_condition, converged_condition, decide, decide_correlation,
+                               constraint_condition, correlation, decide, decide_correlation,
                                decide_difference, on_constraint, undecidable)
 
 
@@ -153,9 +153,6 @@ def test_conditions():
     c = constraint_condition(ratios, 0.05)
     assert not c.met and "3 of 5" in c.observed and "2 left out" in c.observed
     assert constraint_condition([1.0] * 19 + [2.0], 0.05).met
-    assert converged_condition("net", [3, 2, 1.5, 1.49, 1.48, 1.48]).met
-    assert not converged_condition("net", [3, 2, 1.5, 1.2, 0.9, 0.7]).met
-    assert not converged_condition("net", [3, 2]).met
     assert Condition("x", np.bool_(True), "y").met is True
 
 
@@ -185,3 +182,19 @@ def test_a_combined_verdict_states_every_parts_rule_and_reconstruction_condition
     ok = reconstruction_condition("ResNet-20", {"layer1": 0.01, "layer3": 0.02}, 0.06)
     assert ok.met and "worst 33% of it" in ok.observed
     assert not reconstruction_condition("VGG-16", {"f": 0.075}, 0.06).met
+
+
+def test_correlation_by_hand_and_nan_when_undefined():
+    assert correlation([1, 2, 3, 4], [10, 20, 40, 30]) == pytest.approx(0.8)  # ranks 1 2 3 4 vs 1 2 4 3
+    assert correlation([1, 2, 3], [2, 4, 7], "pearson") == pytest.approx(np.corrcoef([1, 2, 3], [2, 4, 7])[0, 1])
+    assert correlation([1, 1, 2, 3], [1, 2, 3, 4]) == pytest.approx(np.corrcoef([1.5, 1.5, 3, 4], [1, 2, 3, 4])[0, 1])
+    for x, y in (([1, 2], [1, 2]), ([1, 2, np.nan], [1, 2, 3]), ([1, 1, 1], [1, 2, 3])):
+        assert np.isnan(correlation(x, y))
+    assert correlation([1, 2, np.nan, 3], [1, 2, 5, 4], drop_nonfinite=True) == pytest.approx(1.0)
+
+
+def test_decide_if_none_gives_the_reason_instead_of_raising():
+    v = decide([np.nan, np.nan], threshold=0.0, side="less", unit="images", if_none="every map off the constraint")
+    assert v.verdict == INCONCLUSIVE and v.n_units == 0 and "every map off the constraint" in v.design
+    with pytest.raises(ValueError, match="non-finite"):
+        decide([np.nan, np.nan])

@@ -6,7 +6,8 @@
   number of classes and input size, optional ImageNet weights (needs torchvision).
 - :func:`block_names`, :func:`conv_layer_names`, :func:`stage_names`, :func:`layer_names`,
   :func:`resolve_layers` -- the layers to measure, as module names in forward order.
-- :class:`Normalize` -- the normalization each model holds as its ``normalize`` submodule.
+- :class:`Normalize` -- the normalization each model holds as its ``normalize`` submodule;
+  :func:`wrap` puts it in front of any model (:class:`Normalized`).
 - :func:`unet` / :class:`UNet` -- Ronneberger et al.'s U-Net (padded convs, 2 output classes) for
   the ISBI 2012 membrane segmentation (paper App. G.1).
 
@@ -36,7 +37,7 @@ from deepinfo.models.layer_names import (
     resolve_layers,
     stage_names,
 )
-from deepinfo.models.normalize import IMAGENET_MEAN, IMAGENET_STD, Normalize, imagenet_normalize
+from deepinfo.models.normalize import IMAGENET_MEAN, IMAGENET_STD, Normalize, Normalized, imagenet_normalize, wrap
 from deepinfo.models.unet import UNet, unet, unet_block_names, unet_stage_names
 
 _VISION = ("build", "ARCHITECTURES", "MIN_INPUT_SIZE", "IMAGENET_WEIGHTS", "AlexNet", "VGG", "ResNet")
@@ -51,6 +52,7 @@ __all__ = [
     "CifarResNetAutoencoder",
     "CifarResNetTrunk",
     "Normalize",
+    "Normalized",
     "block_names",
     "cifar_resnet",
     "cifar_resnet_autoencoder",
@@ -64,6 +66,7 @@ __all__ = [
     "unet",
     "unet_block_names",
     "unet_stage_names",
+    "wrap",
     *_VISION,
 ]
 

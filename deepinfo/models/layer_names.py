@@ -8,10 +8,11 @@ structure, so plain torchvision models work as well as :mod:`deepinfo.models`' o
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
 
 from torch import nn
+
+from deepinfo._features import resolve_layers as core_resolve_layers
 
 
 def _stages(model: nn.Module) -> list[str]:
@@ -113,20 +114,10 @@ def resolve_layers(model: nn.Module, spec: str | Sequence[str]) -> list[str]:
     """Module names from a layer spec: ``"blocks"`` (:func:`layer_names`), ``"stages"``
     (:func:`stage_names`), one module name, or a list of them.
 
-    Raises ``KeyError`` (with the nearest valid names) for a name not in ``model.named_modules()``.
+    Names are checked by the one layer check of the package (:func:`deepinfo._features.resolve_layers`):
+    ``KeyError`` (with the nearest valid names) for a name not in ``model.named_modules()``,
+    ``ValueError`` for an empty list or a name given twice.
     """
     if isinstance(spec, str) and spec in LAYER_KEYWORDS:
         return layer_names(model) if spec == "blocks" else stage_names(model)
-    names = [spec] if isinstance(spec, str) else list(spec)
-    if not names or not all(isinstance(n, str) for n in names):
-        raise ValueError(
-            f"layers must be 'blocks', 'stages', a module name or a non-empty list of names; got {spec!r}"
-        )
-    valid = [n for n, _ in model.named_modules() if n]
-    for name in names:
-        if name not in valid:
-            close = difflib.get_close_matches(name, valid, n=5, cutoff=0.3)
-            raise KeyError(
-                f"unknown layer {name!r} in {type(model).__name__}; nearest valid names: {close or valid[:10]}"
-            )
-    return names
+    return core_resolve_layers(model, spec)

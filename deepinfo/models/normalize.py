@@ -73,3 +73,41 @@ class Normalize(nn.Module):
 def imagenet_normalize() -> Normalize:
     """A :class:`Normalize` with the ImageNet mean and std (RGB)."""
     return Normalize(IMAGENET_MEAN, IMAGENET_STD)
+
+
+class Normalized(nn.Module):
+    """A model that takes pixel-space images: ``model(normalize(x))``.
+
+    The normalization is the child named ``normalize`` (where the baselines look for it, SPEC
+    section 1) and the wrapped model the child named ``model``, so a layer ``layer3`` of the
+    wrapped model is ``model.layer3`` here.
+    """
+
+    def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        self.normalize = Normalize(mean, std)
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x``: ``[B, C, H, W]`` pixel-space images in [0, 1] -> the wrapped model's output."""
+        return self.model(self.normalize(x))
+
+
+def wrap(model: nn.Module, mean: Sequence[float], std: Sequence[float]) -> Normalized:
+    """``model`` behind its input normalization, so that it takes pixel-space images.
+
+    deepinfo perturbs pixels (SPEC section 1): a model trained on normalized inputs must hold its
+    normalization. ``wrap(model, mean, std)(x) == model((x - mean) / std)``; the parameters are
+    shared with ``model``, not copied.
+
+    Args:
+        model: a network that expects normalized images ``[B, C, H, W]``.
+        mean, std: one value per channel, pixel units (e.g. ImageNet's
+            ``(0.485, 0.456, 0.406)``, ``(0.229, 0.224, 0.225)``).
+
+    Returns:
+        A :class:`Normalized` module; layer names gain the prefix ``model.``.
+    """
+    return Normalized(model, mean, std)
