@@ -50,7 +50,8 @@ def check_images(x, what: str = "images", *, pixel_range: str = "warn", stacklev
         lo, hi = float(x.min()), float(x.max())
         if lo < -RANGE_SLACK or hi > 1 + RANGE_SLACK:
             message = (f"{what}: pixels lie in [{lo:.3g}, {hi:.3g}], outside pixel space [0, 1]: deepinfo expects "
-                       "images with the normalization inside the model (SPEC section 1; deepinfo.wrap adds it)")
+                       "pixel-space images with the normalization inside the model (SPEC section 1; deepinfo.wrap "
+                       "adds it)")
             if pixel_range == "error":
                 raise ValueError(message)
             warnings.warn(message, stacklevel=stacklevel)

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from deepinfo._features import ModelGuard, model_device
+from deepinfo._images import check_images
 from deepinfo.baselines import to_input_size
 
 FILLS = ("mean", "zero", "blur")

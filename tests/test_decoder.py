@@ -9,12 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import deepinfo
 from deepinfo.decoder import (
     FLAT_START_MAX_SIDE,
     DecoderFit,
     ResNetDecoder,
-    _features,
-    _find_module,
     decoders_for,
     train_decoder,
 )
@@ -146,7 +145,7 @@ def test_identity_like_layer_reconstructs_destroying_layer_does_not(data):
         dec, log = train_decoder(model, layer, loader, **FAST)
         assert not dec.training and not any(p.requires_grad for p in dec.parameters())
         with torch.no_grad():
-            f = _features(model, _find_module(model, layer), x_test, layer)
+            f = deepinfo.features(model, x_test, layer)[layer]
             test_mse[layer] = float(F.mse_loss(dec(f), x_test))
         assert len(dec.fit.epoch_mse) == 10 and log.fit is dec.fit
     # The conv feature keeps the image: held-out error far below the pixel variance ...
@@ -274,7 +273,7 @@ def test_trained_decoder_passes_gradients_to_its_input(data):
     loader, x_test = data
     model = _tiny_model()
     dec, _ = train_decoder(model, "0", loader[:1], **dict(FAST, epochs=1))
-    f = _features(model, _find_module(model, "0"), x_test[:4], "0").requires_grad_(True)
+    f = deepinfo.features(model, x_test[:4], "0")["0"].requires_grad_(True)
     ((dec(f.flatten(1)) - x_test[:4]) ** 2).mean().backward()
     assert f.grad is not None and f.grad.abs().sum() > 0
     assert all(p.grad is None for p in dec.parameters())
