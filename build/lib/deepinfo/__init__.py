@@ -1,0 +1,19 @@
+"""deepinfo: layer-wise and pixel-wise information discarding (Ma et al., ICML 2022).
+
+    import deepinfo
+    model = deepinfo.wrap(net, mean, std)                     # a model that takes pixels in [0, 1]
+    maps = deepinfo.cid(model, x, ["model.layer1", "model.layer3"])   # x: [B, C, H, W] in [0, 1]
+    maps.pixelwise   # [L, B, Gh, Gw] nats
+    maps.mean()      # [L, B] layer CID per image
+    feats = deepinfo.features(model, x, "model.layer3")      # {name: [B, ...]}
+
+The command line does the same on files: ``deepinfo maps --help``.
+"""
+
+from ._features import features
+from .estimators import DEFAULT_BETA, cid, closed_form_log_sigma, concentration, ru
+from .models.normalize import wrap
+from .result import InfoMaps
+
+__all__ = ["cid", "ru", "concentration", "features", "wrap", "InfoMaps", "DEFAULT_BETA", "closed_form_log_sigma"]
+__version__ = "0.1.0"

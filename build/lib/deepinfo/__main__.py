@@ -1,0 +1,5 @@
+import sys
+
+from deepinfo.cli import main
+
+sys.exit(main())
