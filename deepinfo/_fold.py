@@ -2,9 +2,9 @@
 
 In eval mode ``bn(conv(x))`` is one affine map of ``conv(x)``, so a convolution with rescaled
 weights and a bias computes it in one pass. The estimators run the network hundreds of times per
-map; on a CPU the separate BatchNorm pass (and its backward in the probe pass) costs 12-14 % of
-an estimate on a CIFAR ResNet-20 (measured, interleaved runs: 1.13-1.16x faster folded). The
-features agree with the model's up to float rounding (~1e-6 relative).
+map, so the separate BatchNorm pass (and its backward in the probe pass) is a cost worth saving
+(benchmarks/README.md). The features agree with the model's up to float rounding (~1e-6
+relative).
 
 The data flow is read off one real forward pass (module hooks and a ``TorchFunctionMode`` that
 sees every tensor operation, functional ones included): a pair is folded only where the

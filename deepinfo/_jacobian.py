@@ -5,8 +5,8 @@ vector-Jacobian products give an unbiased estimate without forming ``J`` (SPEC s
 are orthonormal directions when the feature has at most ``_ORTHO_FACTOR`` times as many
 dimensions as probes (exact when it has no more dimensions than probes) and Gaussian otherwise:
 a Haar frame's variance is the Gaussian one times ``(m - k) / (m + 2)``, a gain that vanishes
-for large features while its QR costs ~10 % of the whole probe pass (measured, ResNet-20). One forward pass of the
-replicated batch serves every layer; each layer then needs one backward pass down to the input.
+for large features while its QR is a sizeable part of the probe pass (benchmarks/README.md). One
+forward pass of the replicated batch serves every layer; each layer then needs one backward pass down to the input.
 """
 
 from __future__ import annotations

@@ -132,9 +132,8 @@ def cid(
             the pure closed form, whose ratio then shows how non-linear the layer is.
         sigma_max: cap on sigma (pixel units); cells that hit it are counted in ``n_capped``.
         batch_size: the largest number of images in one forward pass (default 32 on a CPU,
-            where batches that stay in cache run faster -- measured on a ResNet-20: the whole
-            estimate 1.1x faster than at 64, the probe pass 1.3x; 1.4x at 64 against 256 -- and
-            256 on a GPU).
+            where batches that stay in cache run faster, see benchmarks/README.md; 256 on a
+            GPU).
         seed: noise and probes come from generators seeded by ``(seed, image index, layer)``.
         progress: show a progress bar.
 

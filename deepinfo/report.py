@@ -108,7 +108,7 @@ class Report:
         path = self.root / "tables" / f"{self.notebook}__{name}.csv"
         frame.to_csv(path, index=False)
         if show:
-            _display(frame)
+            _display(_readable(frame))
         return path
 
     def figure(self, fig, name: str, dpi: int = 110) -> Path:
@@ -239,6 +239,21 @@ def load_claims(profile: str) -> list[Claim]:
             continue
         out += [Claim(**c) for c in records]
     return out
+
+
+def _readable(frame):
+    """The table as a reader sees it on the page: 4 significant digits, no pandas index (the CSV
+    keeps every digit)."""
+
+    def fmt(v):
+        if isinstance(v, float):
+            return "" if v != v else f"{v:.4g}"
+        return v
+
+    try:
+        return frame.style.hide(axis="index").format(fmt)
+    except Exception:  # no jinja2 (a plain install): the frame as it is
+        return frame
 
 
 def _display(obj):
