@@ -36,7 +36,7 @@ venv: $(STAMP)
 # parameters; the trained networks now come from the cache) and the built book in Chromium.
 test: $(STAMP) browser
 	$(PY) -m pytest tests --ignore=tests/test_book_browser.py
-	$(PY) -m deepinfo.reproduce --profile smoke
+	$(PY) -m deepinfo.book.reproduce --profile smoke
 	$(PY) -m pytest --nbval-lax --nbval-current-env notebooks tests/test_book_browser.py
 
 unit-test: $(STAMP)
@@ -46,11 +46,11 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_estimators.py $(BENCH_ARGS)
 
 reproduce: $(STAMP)
-	$(PY) -m deepinfo.reproduce --profile $(PROFILE) $(addprefix -p ,$(PARAMS)) \
+	$(PY) -m deepinfo.book.reproduce --profile $(PROFILE) $(addprefix -p ,$(PARAMS)) \
 		$(if $(strip $(ONLY)),--only $(ONLY)) $(if $(strip $(FORCE)),--force)
 
 book: $(STAMP)
-	$(PY) -m deepinfo.reproduce --profile $(PROFILE) --book-only
+	$(PY) -m deepinfo.book.reproduce --profile $(PROFILE) --book-only
 
 # Chromium for the browser test: installed when missing and running as root (CI); otherwise the
 # test skips, saying why (and fails under CI).

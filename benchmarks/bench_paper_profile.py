@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import deepinfo  # noqa: E402
 from bench_estimators import timed  # noqa: E402
 from deepinfo.models import build, resolve_layers  # noqa: E402
-from deepinfo.profile import load_profile  # noqa: E402
+from deepinfo.toolkit.profile import load_profile  # noqa: E402
 
 
 def load_images(n, size, images_file):

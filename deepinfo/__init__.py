@@ -10,10 +10,10 @@
 The command line does the same on files: ``deepinfo maps --help``.
 """
 
-from ._features import features
-from .estimators import DEFAULT_BETA, cid, closed_form_log_sigma, concentration, ru
-from .models.normalize import wrap
-from .result import InfoMaps
+from deepinfo._features import features
+from deepinfo.estimators import DEFAULT_BETA, cid, closed_form_log_sigma, concentration, ru
+from deepinfo.models.normalize import wrap
+from deepinfo.result import InfoMaps
 
 __all__ = ["cid", "ru", "concentration", "features", "wrap", "InfoMaps", "DEFAULT_BETA", "closed_form_log_sigma"]
 __version__ = "0.1.0"

@@ -15,14 +15,14 @@ from collections.abc import Mapping
 import torch
 from tqdm.auto import tqdm
 
-from ._features import FeatureTap, ModelGuard, model_device, resolve_layers
-from ._fold import fold_batchnorm
-from ._grid import Grid
-from ._images import check_images
-from ._jacobian import column_energies
-from ._solver import Sampler, image_generators, lagrangian_descent, measure_ratio, project_to_constraint
-from .estimators import METHODS, cid_cells, closed_form_log_sigma, ru_cells
-from .result import InfoMaps
+from deepinfo._features import FeatureTap, ModelGuard, model_device, resolve_layers
+from deepinfo._fold import fold_batchnorm
+from deepinfo._grid import Grid
+from deepinfo._images import check_images
+from deepinfo._jacobian import column_energies
+from deepinfo._solver import Sampler, image_generators, lagrangian_descent, measure_ratio, project_to_constraint
+from deepinfo.estimators import METHODS, cid_cells, closed_form_log_sigma, ru_cells
+from deepinfo.result import InfoMaps
 
 
 def _check_settings(beta, method, sigma_max, tol):

@@ -16,7 +16,7 @@ import zlib
 
 import torch
 
-from ._features import FeatureTap
+from deepinfo._features import FeatureTap
 
 _ORTHO_FACTOR = 8
 

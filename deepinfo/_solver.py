@@ -16,9 +16,9 @@ from typing import Callable
 
 import torch
 
-from ._features import FeatureTap
-from ._grid import Grid
-from ._jacobian import rng
+from deepinfo._features import FeatureTap
+from deepinfo._grid import Grid
+from deepinfo._jacobian import rng
 
 
 @dataclass

@@ -228,7 +228,7 @@ def write_maps_csv(path: Path, maps, names: list[str], layers: list[str]) -> Non
 
 
 def curve_rows(maps, layers: list[str], seed: int) -> list[dict]:
-    from deepinfo.verdicts import bootstrap
+    from deepinfo.book.verdicts import bootstrap
 
     mean = maps.mean().double().numpy()  # [L, B]
     rows = []

@@ -30,9 +30,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._features import features as capture_features
-from ._features import resolve_layers
-from ._images import check_images
+from deepinfo._features import features as capture_features
+from deepinfo._features import resolve_layers
+from deepinfo._images import check_images
 
 __all__ = [
     "FLAT_START_MAX_SIDE",

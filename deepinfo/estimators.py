@@ -29,9 +29,9 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from ._grid import Grid
-from ._jacobian import HALF_LOG_2PI_E
-from .result import InfoMaps
+from deepinfo._grid import Grid
+from deepinfo._jacobian import HALF_LOG_2PI_E
+from deepinfo.result import InfoMaps
 
 DEFAULT_BETA = 1.5e-4
 METHODS = ("optimize", "linear")
@@ -140,7 +140,7 @@ def cid(
     Returns:
         :class:`InfoMaps` with ``pixelwise [L, B, Gh, Gw]`` in nats and ``constraint [L, B]``.
     """
-    from ._engine import estimate
+    from deepinfo._engine import estimate
 
     return estimate(
         "cid", model, x, layers, beta, grid, method, None, n_probes=n_probes, steps=steps, draws=draws,
@@ -178,7 +178,7 @@ def ru(
     constraint as CID (starting from the CID closed form), with the mean pixel-wise RU as the
     entropy term. Other arguments and the result are as in :func:`cid`; ``pixelwise`` holds RU in nats.
     """
-    from ._features import resolve_layers
+    from deepinfo._features import resolve_layers
 
     layers_list = resolve_layers(model, layers)
     if not isinstance(decoders, Mapping):
@@ -186,7 +186,7 @@ def ru(
     missing = [n for n in layers_list if n not in decoders]
     if missing:
         raise KeyError(f"no decoder for layers {missing}; decoders are given for {list(decoders)}")
-    from ._engine import estimate
+    from deepinfo._engine import estimate
 
     return estimate(
         "ru", model, x, layers_list, beta, grid, "optimize", decoders, n_probes=n_probes, steps=steps,
@@ -258,3 +258,23 @@ def concentration(maps: InfoMaps, mask) -> torch.Tensor:
     fg_mean = (v * fgf).sum(-1) / fgf.sum(-1)
     bg_mean = (v * (1 - fgf)).sum(-1) / (1 - fgf).sum(-1)
     return bg_mean - fg_mean
+
+
+def morans_i(maps: torch.Tensor) -> torch.Tensor:
+    """Lag-1 spatial autocorrelation (Moran's I, rook neighbours) of each map ``[..., Gh, Gw]``.
+
+    ``I = (G / n_pairs) * sum_{neighbours i~j} z_i z_j / sum_i z_i^2`` with ``z`` the map minus its
+    mean and each horizontal or vertical neighbour pair counted once. Near 1 for a map made of
+    large smooth regions, near 0 for pixel-scale noise, negative for a checkerboard. A constant
+    map has no defined autocorrelation: NaN. Returns ``[...]``.
+    """
+    if maps.dim() < 2 or (maps.shape[-1] < 2 and maps.shape[-2] < 2):
+        raise ValueError(f"maps must be [..., Gh, Gw] with at least two cells, got {tuple(maps.shape)}")
+    z = maps - maps.mean(dim=(-2, -1), keepdim=True)
+    cross = (z[..., 1:, :] * z[..., :-1, :]).sum(dim=(-2, -1)) + (z[..., :, 1:] * z[..., :, :-1]).sum(dim=(-2, -1))
+    Gh, Gw = maps.shape[-2:]
+    pairs = (Gh - 1) * Gw + Gh * (Gw - 1)
+    var = z.pow(2).sum(dim=(-2, -1))
+    out = (Gh * Gw / pairs) * cross / var
+    constant = var <= 1e-12 * maps.pow(2).sum(dim=(-2, -1)).clamp_min(1e-30)
+    return torch.where(constant, torch.full_like(out, float("nan")), out)

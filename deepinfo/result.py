@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from ._grid import Grid
+from deepinfo._grid import Grid
 
 
 @dataclass

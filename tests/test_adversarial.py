@@ -1,4 +1,4 @@
-"""PGD L-infinity attack and adversarial training (deepinfo.adversarial)."""
+"""PGD L-infinity attack and adversarial training (deepinfo.techniques.adversarial)."""
 
 import pytest
 import torch
@@ -6,8 +6,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from deepinfo.adversarial import adversarial_loss, pgd_accuracy, pgd_linf, pgd_settings
-from deepinfo.training import Recipe, train
+from deepinfo.techniques.adversarial import adversarial_loss, pgd_accuracy, pgd_linf, pgd_settings
+from deepinfo.toolkit.training import Recipe, train
 
 EPS, STEP, STEPS = 0.03, 0.01, 10
 

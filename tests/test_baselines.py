@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deepinfo.baselines import METHODS, attribute, default_layer, to_input_size
+from deepinfo.attribution.baselines import METHODS, attribute, default_layer, to_input_size
 from deepinfo.models.cifar_resnet import cifar_resnet
 from deepinfo.models.normalize import Normalize
 

@@ -4,7 +4,7 @@ Every page loads (a title, no request answered 404, no error in the console), ev
 decodes (naturalWidth > 0), every internal link resolves to an existing file and anchor, and
 nothing is fetched from another host (MathJax included: it is served from _static and renders).
 
-Build the book first (`make reproduce`, or `python -m deepinfo.reproduce --book-only`). Without
+Build the book first (`make reproduce`, or `python -m deepinfo.book.reproduce --book-only`). Without
 the book or Chromium these tests skip, except under CI (`CI` set), where `make test` installs
 Chromium and builds the book before running them, so a missing one is a failure.
 """
@@ -25,7 +25,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 HTML = ROOT / "book" / "_build" / "html"
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-PLACEHOLDER_CLASS = "deepinfo-not-run"  # deepinfo.reproduce.PLACEHOLDER_CLASS
+PLACEHOLDER_CLASS = "deepinfo-not-run"  # deepinfo.book.reproduce.PLACEHOLDER_CLASS
 IN_CI = bool(os.environ.get("CI"))
 # Folders of assets, not pages (MathJax and the theme ship html fragments of their own).
 NOT_PAGES = {"_static", "_sources", "_images", "_downloads"}

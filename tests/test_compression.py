@@ -1,4 +1,4 @@
-"""Tests of deepinfo.compression: Han et al. threshold rule, target fractions, masks held."""
+"""Tests of deepinfo.techniques.compression: Han et al. threshold rule, target fractions, masks held."""
 
 import math
 
@@ -7,9 +7,9 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from deepinfo.compression import (compress, find_thresholds, kept_fraction, make_permanent, prunable_layers,
-                                  prune_magnitude, prune_to, threshold_masks)
-from deepinfo.training import Recipe
+from deepinfo.techniques.compression import (compress, find_thresholds, kept_fraction, make_permanent, next_stage,
+                                             prunable_layers, prune_magnitude, prune_to, threshold_masks)
+from deepinfo.toolkit.training import Recipe
 
 
 def small_net(seed: int = 0) -> nn.Module:
@@ -88,7 +88,7 @@ def test_masks_held_through_retraining_and_stages_nest():
 
 
 def test_retraining_with_torch_prune_keeps_exact_zeros_under_weight_decay():
-    from deepinfo.training import train
+    from deepinfo.toolkit.training import train
 
     net = small_net()
     prune_magnitude(net, 1.0, 1.0)
@@ -117,3 +117,17 @@ def test_clear_errors():
     with pytest.raises(ValueError, match="kind must be"):
         kept_fraction(small_net(), "bn")
     assert math.isnan(kept_fraction(nn.Sequential(nn.Linear(2, 2)), "conv"))
+
+
+def test_next_stage_prunes_a_copy_further_and_leaves_the_model_alone():
+    torch.manual_seed(0)
+    net = small_net()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    first, r1 = next_stage(net, 0.5)
+    assert r1.kept == pytest.approx(0.5, abs=0.01)
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())  # untouched
+    zeros1 = {n: m.weight == 0 for n, m in prunable_layers(make_permanent(first))}  # (retrained here, in use)
+    second, r2 = next_stage(first, 0.2)
+    assert r2.kept == pytest.approx(0.2, abs=0.01)
+    zeros2 = {n: m.weight == 0 for n, m in prunable_layers(make_permanent(second))}
+    assert all(bool(zeros2[n][zeros1[n]].all()) for n in zeros1)  # the second stage nests the first

@@ -12,7 +12,7 @@ import deepinfo
 from deepinfo.datasets.synthetic import Synthetic
 from deepinfo.decoder import train_decoder
 from deepinfo.models import cifar_resnet
-from deepinfo.training import Recipe, train
+from deepinfo.toolkit.training import Recipe, train
 from helpers import SmallConvNet, exact_cell_energy, linear_model, randomize_bn
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -97,7 +97,7 @@ def test_batchnorm_folding_on_cuda(monkeypatch):
 
 
 def test_augmentation_on_cuda_equals_the_cpus():
-    from deepinfo.training import augment
+    from deepinfo.toolkit.training import augment
 
     recipe = Recipe(epochs=1, batch_size=8, lr=0.1, augment="crop_flip", crop_padding=4)
     x, masks = torch.rand(8, 3, 32, 32), torch.rand(8, 32, 32) > 0.5

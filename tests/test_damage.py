@@ -1,4 +1,4 @@
-"""Architecture damage (deepinfo.damage) and the bird vs non-bird data (deepinfo.experiments.damage_*)."""
+"""Architecture damage (deepinfo.techniques.damage) and the bird vs non-bird data (deepinfo.book.experiments.damage_*)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from deepinfo.damage import (
+from deepinfo.techniques.damage import (
     BirdVsNonBird,
     conv_positions,
     damage_vgg,
@@ -184,8 +184,8 @@ def test_real_cifar_negatives(shared_data):
 
 
 def test_damage_data_smoke_profile():
-    from deepinfo.experiments import damage_data
-    from deepinfo.profile import load_profile
+    from deepinfo.book.experiments import damage_data
+    from deepinfo.toolkit.profile import load_profile
 
     P = load_profile("smoke")
     train = damage_data(P, "train")
@@ -198,9 +198,9 @@ def test_damage_data_smoke_profile():
 
 
 def test_damage_model_trains_through_the_cache(tmp_path, monkeypatch):
-    from deepinfo.experiments import damage_model
-    from deepinfo.profile import load_profile
-    from deepinfo.training import Recipe
+    from deepinfo.book.experiments import damage_model
+    from deepinfo.toolkit.profile import load_profile
+    from deepinfo.toolkit.training import Recipe
 
     monkeypatch.setenv("DEEPINFO_ARTIFACTS", str(tmp_path))
     P = load_profile("smoke")
@@ -226,7 +226,7 @@ def test_profile_damage_layers_is_checked(tmp_path, value, ok):
     import re
     from importlib import resources
 
-    from deepinfo.profile import load_profile
+    from deepinfo.toolkit.profile import load_profile
 
     text = resources.files("deepinfo").joinpath("profiles", "smoke.toml").read_text()
     start = text.index("[damage]\n")

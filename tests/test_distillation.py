@@ -1,4 +1,4 @@
-"""Hinton distillation loss (deepinfo.distillation) and its use in the training loop."""
+"""Hinton distillation loss (deepinfo.techniques.distillation) and its use in the training loop."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from deepinfo.distillation import distillation_loss, hinton_loss
-from deepinfo.training import Recipe, train
+from deepinfo.techniques.distillation import distillation_loss, hinton_loss
+from deepinfo.toolkit.training import Recipe, train
 
 
 def _logits(B=6, K=5, seed=0):
@@ -181,8 +181,8 @@ def test_distilled_model_through_the_cache(tmp_path, monkeypatch):
     import dataclasses
     import json
 
-    from deepinfo.experiments import cub_model, distilled_model
-    from deepinfo.profile import load_profile
+    from deepinfo.book.experiments import cub_model, distilled_model
+    from deepinfo.toolkit.profile import load_profile
 
     monkeypatch.setenv("DEEPINFO_ARTIFACTS", str(tmp_path))
     P = load_profile("smoke")

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from deepinfo.evaluation import accuracy_auc, descriptive_accuracy, gaussian_blur, localization_recall
+from deepinfo.attribution.evaluation import accuracy_auc, descriptive_accuracy, gaussian_blur, localization_recall
 
 
 @pytest.fixture(autouse=True, scope="module")

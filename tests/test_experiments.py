@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from deepinfo import experiments as E
-from deepinfo.profile import load_profile
+from deepinfo.book import experiments as E
+from deepinfo.toolkit.profile import load_profile
 
 
 @pytest.fixture(autouse=True)

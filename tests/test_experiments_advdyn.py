@@ -5,10 +5,10 @@ import dataclasses
 import pytest
 import torch
 
-from deepinfo import cache
-from deepinfo import experiments as E
-from deepinfo.profile import load_profile
-from deepinfo.training import Recipe
+from deepinfo.toolkit import cache
+from deepinfo.book import experiments as E
+from deepinfo.toolkit.profile import load_profile
+from deepinfo.toolkit.training import Recipe
 
 
 @pytest.fixture(autouse=True)

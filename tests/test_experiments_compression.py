@@ -5,10 +5,10 @@ import dataclasses
 import pytest
 import torch
 
-from deepinfo import cache
-from deepinfo import experiments as E
-from deepinfo.compression import kept_fraction, prunable_layers
-from deepinfo.profile import load_profile
+from deepinfo.toolkit import cache
+from deepinfo.book import experiments as E
+from deepinfo.techniques.compression import kept_fraction, prunable_layers
+from deepinfo.toolkit.profile import load_profile
 
 
 @pytest.fixture(autouse=True)
@@ -55,7 +55,7 @@ def test_compressed_models_chain_targets_nesting_and_cache(monkeypatch):
 
 
 def test_profile_checks_compression_layers():
-    from deepinfo.profile import _check
+    from deepinfo.toolkit.profile import _check
 
     p = load_profile("smoke")
     with pytest.raises(ValueError, match="compression.layers"):
@@ -102,7 +102,7 @@ def test_cifar_distillation_students_differ_only_by_the_loss(monkeypatch):
 
 
 def test_profile_checks_second_line_depths():
-    from deepinfo.profile import _check
+    from deepinfo.toolkit.profile import _check
 
     p = load_profile("smoke")
     with pytest.raises(ValueError, match="6n \\+ 2"):

@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from deepinfo import experiments
-from deepinfo.experiments import cub_data, cub_uncropped_data, images, images_where
-from deepinfo.profile import load_profile
+from deepinfo.book import experiments
+from deepinfo.book.experiments import cub_data, cub_uncropped_data, images, images_where
+from deepinfo.toolkit.profile import load_profile
 
 
 def _fake_cub(root: Path) -> Path:

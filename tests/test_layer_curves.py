@@ -1,4 +1,4 @@
-"""deepinfo.layer_curves: the regimes' per-image rows, their per-block summary and depth slopes."""
+"""deepinfo.book.layer_curves: the regimes' per-image rows, their per-block summary and depth slopes."""
 
 import math
 
@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import deepinfo
-from deepinfo.layer_curves import (BARE, CALIBRATED, COLUMNS, PAPER_LOOP, depth_slopes, paper_loop_rows, per_image,
+from deepinfo.book.layer_curves import (BARE, CALIBRATED, COLUMNS, PAPER_LOOP, depth_slopes, paper_loop_rows, per_image,
                                    paired_change, sampled_ratio, summarize)
 
 

@@ -22,9 +22,9 @@ from deepinfo.models import (
     resolve_layers,
     stage_names,
 )
-from deepinfo import profile as prof
+from deepinfo.toolkit import profile as prof
 from deepinfo.models.vision import IMAGENET_BN_WEIGHTS
-from deepinfo.profile import load_profile
+from deepinfo.toolkit.profile import load_profile
 
 
 # BatchNorm's num_batches_tracked buffer stays on the CPU under torch.device("meta"); loading into

@@ -1,4 +1,4 @@
-"""Run profiles (deepinfo.profile and deepinfo/profiles/*.toml): loading, validation, sanity."""
+"""Run profiles (deepinfo.toolkit.profile and deepinfo/toolkit/profiles/*.toml): loading, validation, sanity."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from deepinfo import profile as prof
-from deepinfo.profile import PROFILES, Profile, available_profiles, load_profile
-from deepinfo.training import Recipe
+from deepinfo.toolkit import profile as prof
+from deepinfo.toolkit.profile import PROFILES, Profile, available_profiles, load_profile
+from deepinfo.toolkit.training import Recipe
 
 SMOKE_TOML = Path(prof.__file__).parent / "profiles" / "smoke.toml"
 

@@ -1,4 +1,4 @@
-"""deepinfo.reproduce, the runner behind `make reproduce` / `make book`, on tiny notebooks.
+"""deepinfo.book.reproduce, the runner behind `make reproduce` / `make book`, on tiny notebooks.
 
 The notebooks here import nothing heavy, so a papermill run takes a couple of seconds; the book
 build itself (Sphinx) is replaced by a stub that records the command (the real build is checked
@@ -15,7 +15,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-import deepinfo.reproduce as rp
+import deepinfo.book.reproduce as rp
 
 
 def write_notebook(path: Path, code: str = "y = x + 1", params: str = 'profile = "smoke"\nx = 1',
@@ -196,8 +196,8 @@ def test_book_has_a_page_per_notebook_placeholders_and_the_run_info(fake_book, n
 
 def test_scoreboard_page_lists_the_recorded_claims(fake_book, nbdir):
     book, _ = fake_book
-    from deepinfo.report import Report
-    from deepinfo.verdicts import Condition, decide
+    from deepinfo.book.report import Report
+    from deepinfo.book.verdicts import Condition, decide
 
     write_notebook(nbdir / "03_x.ipynb")
     r = Report("03_x", "smoke")
@@ -235,7 +235,7 @@ def test_scoreboard_page_lists_the_recorded_claims(fake_book, nbdir):
     assert "No page has recorded" in rp._verdicts_markdown(rp.load_profile("smoke"), {"03_x": "03_x.md"})
     # claims written by an older version (held/evidence, no verdict) are skipped, saying so
     (artifacts_dir("smoke", "claims") / "01_old.json").write_text(json.dumps([{"held": True, "evidence": "x"}]))
-    from deepinfo.report import load_claims
+    from deepinfo.book.report import load_claims
 
     with pytest.warns(UserWarning, match="rerun 01_old"):
         assert [c.notebook for c in load_claims("smoke")] == ["03_x"] * 3

@@ -1,4 +1,4 @@
-"""Tests of deepinfo.robustness: minimal L2 perturbations to the pairwise decision boundary."""
+"""Tests of deepinfo.techniques.robustness: minimal L2 perturbations to the pairwise decision boundary."""
 
 import math
 
@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from deepinfo.models.normalize import Normalize
-from deepinfo.robustness import boundary_scale, minimal_perturbation, robustness, top_wrong_classes
+from deepinfo.techniques.robustness import boundary_scale, minimal_perturbation, robustness, top_wrong_classes
 
 
 def linear_model(seed=0, classes=5, shape=(3, 4, 4)):

@@ -1,4 +1,4 @@
-"""The training loop (deepinfo.training) and the checkpoint cache (deepinfo.cache).
+"""The training loop (deepinfo.toolkit.training) and the checkpoint cache (deepinfo.toolkit.cache).
 
 Everything runs on tiny models and data defined here (8x8 images, two classes told apart by
 which half is brighter), so these tests do not depend on deepinfo.models / deepinfo.datasets.
@@ -14,8 +14,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from deepinfo import cache
-from deepinfo.training import (
+from deepinfo.toolkit import cache
+from deepinfo.toolkit.training import (
     History,
     Recipe,
     augment,

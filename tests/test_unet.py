@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from deepinfo import experiments as E
+from deepinfo.book import experiments as E
 from deepinfo._features import FeatureTap
 from deepinfo.models import (
     Normalize,
@@ -17,15 +17,15 @@ from deepinfo.models import (
     unet_block_names,
 )
 from deepinfo.models.unet import ISBI_MEAN, ISBI_STD
-from deepinfo.profile import load_profile
-from deepinfo.segmentation import (
+from deepinfo.toolkit.profile import load_profile
+from deepinfo.techniques.segmentation import (
     SegmentationSet,
     isbi_segmentation,
     segmentation_loss,
     segmentation_scores,
     synthetic_segmentation,
 )
-from deepinfo.training import Recipe, augment, evaluate, train
+from deepinfo.toolkit.training import Recipe, augment, evaluate, train
 
 
 @pytest.fixture(autouse=True)
@@ -215,7 +215,7 @@ def test_unet_model_is_trained_once_then_loaded_from_the_cache(monkeypatch):
     first = E.unet_model(p, progress=False)
     assert isinstance(first.model, UNet) and first.model.levels == p.networks.unet.levels
     assert set(first.info["scores"]) >= {"pixel_accuracy", "iou_membrane"}
-    import deepinfo.cache as C
+    import deepinfo.toolkit.cache as C
 
     monkeypatch.setattr(C, "train", lambda *a, **k: pytest.fail("trained again"))
     second = E.unet_model(p, progress=False)

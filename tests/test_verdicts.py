@@ -1,4 +1,4 @@
-"""deepinfo.verdicts: each outcome reached on synthetic per-unit values with known answers."""
+"""deepinfo.book.verdicts: each outcome reached on synthetic per-unit values with known answers."""
 
 import json
 import math
@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from deepinfo.verdicts import (HELD, INCONCLUSIVE, NOT_HELD, Condition, accuracy_condition, bootstrap, combine,
+from deepinfo.book.verdicts import (HELD, INCONCLUSIVE, NOT_HELD, Condition, accuracy_condition, bootstrap, combine,
                                parts_text,
                                constraint_condition, correlation, decide, decide_correlation,
                                decide_difference, on_constraint, undecidable)
@@ -178,7 +178,7 @@ def test_a_combined_verdict_states_every_parts_rule_and_reconstruction_condition
                  "corr": decide(normal(0.9, 0.02, 30), threshold=0.8)})
     assert v.verdict == HELD and v.rule.startswith("held only if every part is held -- gap: held when")
     assert "corr: held when" in v.rule
-    from deepinfo.verdicts import reconstruction_condition
+    from deepinfo.book.verdicts import reconstruction_condition
     ok = reconstruction_condition("ResNet-20", {"layer1": 0.01, "layer3": 0.02}, 0.06)
     assert ok.met and "worst 33% of it" in ok.observed
     assert not reconstruction_condition("VGG-16", {"f": 0.075}, 0.06).met

@@ -28,13 +28,13 @@ from typing import Any, Callable
 import torch
 from torch.utils.data import Dataset, Subset
 
-from ._common import LabelledImages, MaskedItem
-from .cifar import cifar10
-from .cub import CUB200, download_cub
-from .imagenet import imagenet_val
-from .isbi import ISBI2012
-from .memory import InMemory
-from .synthetic import SHAPES, Synthetic
+from deepinfo.datasets._common import LabelledImages, MaskedItem
+from deepinfo.datasets.cifar import cifar10
+from deepinfo.datasets.cub import CUB200, download_cub
+from deepinfo.datasets.imagenet import imagenet_val
+from deepinfo.datasets.isbi import ISBI2012
+from deepinfo.datasets.memory import InMemory
+from deepinfo.datasets.synthetic import SHAPES, Synthetic
 
 __all__ = ["CUB200", "DatasetSubset", "ISBI2012", "InMemory", "LabelledImages", "MaskedItem", "SHAPES",
            "Synthetic", "cifar10", "download_cub", "get_dataset", "imagenet_val", "names",

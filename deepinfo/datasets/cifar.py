@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-from ..paths import data_dir
-from ._common import LabelledImages
+from deepinfo.paths import data_dir
+from deepinfo.datasets._common import LabelledImages
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck")

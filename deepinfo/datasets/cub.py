@@ -11,8 +11,8 @@ from typing import Iterable
 import torch
 from torch.utils.data import Dataset
 
-from ..paths import data_dir
-from ._common import MaskedItem
+from deepinfo.paths import data_dir
+from deepinfo.datasets._common import MaskedItem
 
 CUB_URL = "https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz?download=1"
 CUB_FILENAME = "CUB_200_2011.tgz"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..paths import data_dir
-from ._common import LabelledImages
+from deepinfo.paths import data_dir
+from deepinfo.datasets._common import LabelledImages
 
 DEVKIT = "ILSVRC2012_devkit_t12.tar.gz"
 VAL_ARCHIVE = "ILSVRC2012_img_val.tar"

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..paths import data_dir
+from deepinfo.paths import data_dir
 
 SPLITS = ("train", "test")
 ISBI_URL = "https://imagej.net/events/isbi-2012-segmentation-challenge"

@@ -3,7 +3,7 @@
 Training reads every image once per epoch; for JPEG data sets (CUB-200, the CIFAR-10 JPEG copy)
 decoding, cropping and resizing cost about as much as a small network's step, every epoch. The
 items of these data sets do not depend on the epoch (augmentation happens on batches, in
-``deepinfo.training``), so the first read can be kept and the rest served from memory.
+``deepinfo.toolkit.training``), so the first read can be kept and the rest served from memory.
 """
 
 from __future__ import annotations

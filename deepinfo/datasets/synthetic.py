@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ._common import MaskedItem
+from deepinfo.datasets._common import MaskedItem
 
 SHAPES = ("disc", "square", "triangle", "cross", "ring", "bar", "star", "ell")
 SPLITS = {"train": 0, "val": 1, "test": 2}

@@ -3,7 +3,7 @@
 A profile fixes what a notebook runs: which data (and how much of it), which networks, how they
 are trained, how the estimators are set, which layers are measured, and the settings of each
 technique studied (compression, distillation, adversarial training, damage, learning dynamics).
-Three ship with the package (``deepinfo/profiles/*.toml``):
+Three ship with the package (``deepinfo/toolkit/profiles/*.toml``):
 
 - ``smoke`` -- synthetic data only, tiny nets and schedules: the notebooks' default, CI.
 - ``cpu``   -- the offline real data (CIFAR-10 JPEG copy, CUB-200 classes 1-50, ISBI 2012),
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from deepinfo.paths import data_dir as _data_dir
-from deepinfo.training import Recipe
+from deepinfo.toolkit.training import Recipe
 
 __all__ = [
     "CUB_ARCHS",
@@ -156,7 +156,7 @@ class Networks:
 
 @dataclass(frozen=True)
 class Training:
-    """One :class:`~deepinfo.training.Recipe` per network family."""
+    """One :class:`~deepinfo.toolkit.training.Recipe` per network family."""
 
     cifar_resnet: Recipe  # CIFAR ResNets trained here (dynamics; all of them when weights = "train")
     cifar_autoencoder: Recipe  # the ResNet auto-encoders of Fig. 5(a,b)
@@ -318,7 +318,7 @@ class SecondLine:
 
 @dataclass(frozen=True)
 class Profile:
-    """A run profile; see ``deepinfo/profiles/*.toml`` for the values and where each comes from."""
+    """A run profile; see ``deepinfo/toolkit/profiles/*.toml`` for the values and where each comes from."""
 
     name: str
     description: str
@@ -644,7 +644,7 @@ def load_profile(name_or_path: str | os.PathLike | Profile) -> Profile:
     text = None
     shipped = isinstance(name_or_path, str) and name_or_path in PROFILES
     if shipped:
-        text = resources.files("deepinfo").joinpath("profiles", f"{name_or_path}.toml").read_text(encoding="utf-8")
+        text = resources.files("deepinfo.toolkit").joinpath("profiles", f"{name_or_path}.toml").read_text(encoding="utf-8")
         source = f"shipped profile {name_or_path!r}"
     else:
         path = Path(name_or_path).expanduser()

@@ -35,7 +35,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from deepinfo.paths import artifacts_dir
-from deepinfo.training import History, LossFn, Recipe, atomic_torch_save, default_device, seed_everything, train
+from deepinfo.toolkit.training import History, LossFn, Recipe, atomic_torch_save, default_device, seed_everything, train
 
 __all__ = [
     "CACHE_FORMAT",
@@ -97,7 +97,7 @@ def config_key(config: Mapping[str, Any], length: int = 16) -> str:
 
 
 def _profile_name(profile: Any) -> str:
-    name = getattr(profile, "artifacts", profile)  # a deepinfo.profile.Profile or its name
+    name = getattr(profile, "artifacts", profile)  # a deepinfo.toolkit.profile.Profile or its name
     if not isinstance(name, str) or not _SAFE_NAME.match(name):
         raise ValueError(f"profile must be a profile name or a Profile, got {profile!r}")
     return name
@@ -118,7 +118,7 @@ def full_config(
             f"checkpoint name must be a plain file-name part (letters, digits, '_', '-', '.', '+', '='), got {name!r}"
         )
     if not isinstance(recipe, Recipe):
-        raise ValueError(f"recipe must be a deepinfo.training.Recipe, got {type(recipe).__name__}")
+        raise ValueError(f"recipe must be a deepinfo.toolkit.training.Recipe, got {type(recipe).__name__}")
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ValueError(f"seed must be an int, got {seed!r}")
     out = {
@@ -199,7 +199,7 @@ def get_trained(
         device: ``None`` = CUDA when available, else CPU.
         val_data: a data set, or a function returning one, evaluated after each epoch while
             training (only built when training).
-        loss_fn: see :func:`deepinfo.training.train`; describe what it does in ``config``.
+        loss_fn: see :func:`deepinfo.toolkit.training.train`; describe what it does in ``config``.
         keep_epochs: weight snapshots to keep in ``History.snapshots`` (part of the key when given).
         progress: tqdm bar while training.
         num_workers: DataLoader workers while training; not part of the key (the trained weights

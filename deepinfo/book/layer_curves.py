@@ -32,10 +32,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._features import features
-from ._grid import Grid
-from .result import InfoMaps
-from .verdicts import bootstrap, on_constraint
+from deepinfo._features import features
+from deepinfo._grid import Grid
+from deepinfo.result import InfoMaps
+from deepinfo.book.verdicts import bootstrap, on_constraint
 
 BARE, CALIBRATED, OPTIMIZE, PAPER_LOOP = ("closed form (bare)", "closed form, calibrated", "optimize",
                                           "paper loop (fixed lambda)")

@@ -4,7 +4,7 @@ Both take an importance map per image, ``[B, h, w]`` at any resolution (a CID gr
 map at a layer, an input-space saliency map), where HIGHER means MORE important. The pixel-wise
 CID is the opposite (a pixel whose information the network discards has a high CID), so pass
 ``-cid_map`` (``-maps.pixelwise[l]``). Maps of another size than the images are resized with
-`deepinfo.baselines.to_input_size` (``upsample="bilinear"`` by default, ``"nearest"`` keeps grid
+`deepinfo.attribution.baselines.to_input_size` (``upsample="bilinear"`` by default, ``"nearest"`` keeps grid
 cells whole).
 
 Ties in importance (constant regions, nearest-upsampled grids) are broken by one fixed
@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from deepinfo._features import ModelGuard, model_device
 from deepinfo._images import check_images
-from deepinfo.baselines import to_input_size
+from deepinfo.attribution.baselines import to_input_size
 
 FILLS = ("mean", "zero", "blur")
 

@@ -21,14 +21,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from .paths import artifacts_dir
-from .profile import Profile, load_profile
-from .verdicts import INCONCLUSIVE, Condition, Verdict
+from deepinfo.paths import artifacts_dir
+from deepinfo.toolkit.profile import Profile, load_profile
+from deepinfo.book.verdicts import INCONCLUSIVE, Condition, Verdict
 
 
 @dataclass
 class Claim:
-    """One claim of the paper as decided in one run (see :mod:`deepinfo.verdicts`)."""
+    """One claim of the paper as decided in one run (see :mod:`deepinfo.book.verdicts`)."""
 
     notebook: str
     item: str  # the paper's figure or table
@@ -146,7 +146,7 @@ class Report:
 
         Args:
             claim: the paper's words.
-            verdict: from :func:`deepinfo.verdicts.decide` (or its siblings), on per-unit values.
+            verdict: from :func:`deepinfo.book.verdicts.decide` (or its siblings), on per-unit values.
             rationale: one sentence on why this rule tests what the paper says.
             setup: the conditions of the paper's setup the claim relies on, checked in this run.
             numbers: further numbers to keep (per network, per layer ...).
@@ -154,7 +154,7 @@ class Report:
             item, data: the paper's figure or table; the data, networks and sizes of this run.
         """
         if not isinstance(verdict, Verdict):
-            raise TypeError(f"verdict must be a deepinfo.verdicts.Verdict, got {type(verdict).__name__}")
+            raise TypeError(f"verdict must be a deepinfo.book.verdicts.Verdict, got {type(verdict).__name__}")
         setup = list(setup)
         setup_met = all(c.met for c in setup)
         setup_words = "; ".join(c.words() for c in setup) or "no condition of the paper's setup checked"

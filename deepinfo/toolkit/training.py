@@ -559,7 +559,7 @@ def train(
         ValueError: bad recipe, data items of the wrong form, a state file from another run.
     """
     if not isinstance(recipe, Recipe):
-        raise ValueError(f"recipe must be a deepinfo.training.Recipe, got {type(recipe).__name__}")
+        raise ValueError(f"recipe must be a deepinfo.toolkit.training.Recipe, got {type(recipe).__name__}")
     n_items = len(train_set)
     if n_items == 0:
         raise ValueError("train: the training set is empty")

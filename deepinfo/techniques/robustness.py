@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ._images import check_images
+from deepinfo._images import check_images
 
 __all__ = ["Robustness", "boundary_scale", "minimal_perturbation", "robustness", "top_wrong_classes"]
 

@@ -1,6 +1,6 @@
 """Attribution baselines the paper compares CID and RU with: one call, any layer.
 
-    from deepinfo.baselines import attribute, to_input_size
+    from deepinfo.attribution.baselines import attribute, to_input_size
     sal = attribute("gradient", model, x)                      # [B, H, W], input space
     gc = attribute("gradcam", model, x, layer="layer3")         # [B, h, w], layer resolution
     gc224 = to_input_size(gc, x.shape[-2:])                     # [B, H, W]

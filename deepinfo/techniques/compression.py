@@ -9,7 +9,7 @@ where ``std(W_l)`` is the standard deviation of all entries of that layer's curr
 tensor (entries zeroed by an earlier stage included, as in Distiller's sensitivity pruner) and
 ``s`` is one quality parameter shared by all conv layers (``s_conv``) and another shared by all
 fully-connected layers (``s_fc``). Pruning is applied with ``torch.nn.utils.prune`` (the weight
-becomes ``weight_orig * weight_mask``), so retraining with :func:`deepinfo.training.train` keeps
+becomes ``weight_orig * weight_mask``), so retraining with :func:`deepinfo.toolkit.training.train` keeps
 the removed weights exactly at zero while the others learn.
 
 What is counted: the *kept fraction* is the number of non-zero mask entries over the number of
@@ -20,7 +20,7 @@ rounding of the paper's "fraction of the parameters".
 
 Han et al. prune iteratively: each stage starts from the previous pruned and retrained network
 and prunes it further (:func:`compress` does that for a list of targets; the cached version the
-notebooks use is :func:`deepinfo.experiments.compressed_models`).
+notebooks use is :func:`deepinfo.book.experiments.compressed_models`).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 from torch.utils.data import Dataset
 
-from .training import History, Recipe, evaluate, train
+from deepinfo.toolkit.training import History, Recipe, evaluate, train
 
 __all__ = [
     "PRUNABLE",
@@ -45,6 +45,7 @@ __all__ = [
     "find_thresholds",
     "kept_fraction",
     "make_permanent",
+    "next_stage",
     "prunable_layers",
     "prune_magnitude",
     "prune_to",
@@ -242,6 +243,15 @@ def make_permanent(model: nn.Module) -> nn.Module:
     return model
 
 
+def next_stage(model: nn.Module, keep: float, *, conv_keep: float | None = None) -> tuple[nn.Module, PruneResult]:
+    """One step of Han et al.'s iterative pruning, before its retraining: a copy of ``model`` with
+    its earlier pruning made permanent, pruned further to ``keep`` of the conv + FC weights (the
+    masks stay attached, so retraining keeps the removed weights at 0). ``model`` is unchanged.
+    :func:`compress` and the book's cached chain (``deepinfo.book.experiments``) both step with it."""
+    net = make_permanent(copy.deepcopy(model))
+    return net, prune_to(net, keep, conv_keep=conv_keep)
+
+
 def compress(model: nn.Module, train_set: Dataset, targets: Sequence[float], recipe: Recipe, *,
              conv_keep: Sequence[float] | None = None, seed: int = 0, test_set: Dataset | None = None,
              device: str | torch.device | None = None, progress: bool = True) -> list[Stage]:
@@ -264,8 +274,7 @@ def compress(model: nn.Module, train_set: Dataset, targets: Sequence[float], rec
     stages = []
     current = model
     for i, target in enumerate(targets):
-        net = make_permanent(copy.deepcopy(current))
-        pruning = prune_to(net, target, conv_keep=None if conv_keep is None else conv_keep[i])
+        net, pruning = next_stage(current, target, conv_keep=None if conv_keep is None else conv_keep[i])
         history = train(net, train_set, recipe, seed=seed, device=device, progress=progress)
         make_permanent(net.eval())
         acc = float(evaluate(net, test_set)) if test_set is not None else None

@@ -1,6 +1,6 @@
 """What the notebooks share: the profile's data, trained networks (cached), layers, decoders.
 
-Every function takes the profile (a :class:`~deepinfo.profile.Profile` or its name) and reads
+Every function takes the profile (a :class:`~deepinfo.toolkit.profile.Profile` or its name) and reads
 all sizes from it, so a notebook says *what* it needs and the profile says *how much*. Trained
 networks and decoders go through the checkpoint cache: a second notebook asking for the same
 network loads it instantly.
@@ -15,13 +15,13 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from . import cache
-from .cache import config_key
-from .datasets import CUB200, InMemory, Synthetic, cifar10, subset
-from .models import build, cifar_resnet, resolve_layers
-from .paths import artifacts_dir
-from .profile import Profile, load_profile
-from .training import History, Recipe, evaluate
+from deepinfo.toolkit import cache
+from deepinfo.toolkit.cache import config_key
+from deepinfo.datasets import CUB200, InMemory, Synthetic, cifar10, subset
+from deepinfo.models import build, cifar_resnet, resolve_layers
+from deepinfo.paths import artifacts_dir
+from deepinfo.toolkit.profile import Profile, load_profile
+from deepinfo.toolkit.training import History, Recipe, evaluate
 
 
 @dataclass
@@ -108,7 +108,7 @@ def images(dataset: Dataset, n: int, seed: int = 0):
 def train_cached(profile, name: str, config: dict, build_model: Callable[[], nn.Module],
                  build_data: Callable[[], Dataset], recipe: Recipe, *, loss_fn=None,
                  keep_epochs=(), val_data=None, progress: bool = True) -> Trained:
-    """:func:`deepinfo.cache.get_trained` with the profile's seed; returns a :class:`Trained`."""
+    """:func:`deepinfo.toolkit.cache.get_trained` with the profile's seed; returns a :class:`Trained`."""
     p = _profile(profile)
     model, history = cache.get_trained(name, config, build_model, build_data, recipe, profile=p.artifacts,
                                        seed=p.seed, loss_fn=loss_fn, keep_epochs=keep_epochs,
@@ -178,7 +178,7 @@ def _data_fingerprint(ds: Dataset) -> str:
 def trained_decoder(profile, trained: Trained, layer: str, train_set: Dataset, *,
                     n_blocks: int | None = None, progress: bool = True) -> nn.Module:
     """The RU decoder of ``layer`` for a trained network, cached under ``artifacts/<profile>/decoders``."""
-    from .decoder import ResNetDecoder, train_decoder
+    from deepinfo.decoder import ResNetDecoder, train_decoder
 
     p = _profile(profile)
     d = p.decoder
@@ -197,7 +197,7 @@ def trained_decoder(profile, trained: Trained, layer: str, train_set: Dataset, *
                                          generator=torch.Generator().manual_seed(p.seed))
     dec, _log = train_decoder(trained.model, layer, loader, epochs=d.epochs, lr=d.lr, n_blocks=n_blocks,
                               width=d.width, progress=progress, seed=p.seed)
-    from .training import atomic_torch_save
+    from deepinfo.toolkit.training import atomic_torch_save
 
     atomic_torch_save({"state_dict": dec.state_dict(), "feature_shape": list(dec.feature_shape),
                        "image_shape": list(dec.image_shape), "settings": settings,
@@ -268,100 +268,18 @@ def images_where(dataset: Dataset, n: int, keep: Callable[..., bool], seed: int 
     return x, labels, masks, torch.tensor([i for i, _ in kept])
 
 
-# --- maps and rescaling (notebooks 01_maps, 04_rescaling) --------------------------------------
-
-#: Modules that commute with a positive rescaling of their input (``m(x / k) = m(x) / k``, k > 0).
-_POSITIVELY_HOMOGENEOUS = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
-                           nn.AdaptiveMaxPool2d, nn.Dropout, nn.Identity, nn.Flatten)
-
-
-def rescale_pair(model: nn.Module, first: str, second: str, factor: float) -> nn.Module:
-    """A copy of ``model`` with ``w_first /= k``, ``b_first /= k``, ``w_second *= k`` (paper Sec. 3.4).
-
-    ``first`` ends layer L and ``second`` is layer L+1, two modules of one ``nn.Sequential``:
-    ``first`` is a conv / linear module, or the ``BatchNorm`` that follows layer L's conv (in eval
-    mode it is the affine end of the layer: dividing its weight and bias by ``k`` divides the
-    layer's output by ``k``, exactly as dividing the weight and bias of the merged conv + BN
-    would); ``second`` is a conv / linear module. Every module between them must be positively
-    homogeneous (ReLU, max / average pooling, dropout, identity, flatten), so that layer L's output
-    and everything up to ``second``'s input are divided by ``k`` while ``second``'s output, and so
-    the network's output, are unchanged. The bias of ``second`` is left untouched (scaling it too,
-    as the paper's text writes, would change the output). ``model`` itself is not modified; use
-    the copy in eval mode.
-    """
-    import copy
-
-    if not isinstance(factor, (int, float)) or not factor > 0 or factor != factor or factor == float("inf"):
-        raise ValueError(f"factor must be a finite positive number, got {factor!r}")
-    modules = dict(model.named_modules())
-    for name, kinds in ((first, (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d)), (second, (nn.Conv2d, nn.Linear))):
-        if name not in modules:
-            raise KeyError(f"no module {name!r} in {type(model).__name__}")
-        if not isinstance(modules[name], kinds):
-            raise ValueError(f"{name!r} is a {type(modules[name]).__name__}; rescale_pair needs "
-                             f"{' or '.join(k.__name__ for k in kinds)} there")
-    if isinstance(modules[first], (nn.BatchNorm1d, nn.BatchNorm2d)) and modules[first].weight is None:
-        raise ValueError(f"{first!r} is a batch norm without affine parameters: there is nothing to rescale")
-    parent_a, _, idx_a = first.rpartition(".")
-    parent_b, _, idx_b = second.rpartition(".")
-    parent = modules.get(parent_a, model if not parent_a else None)
-    if parent_a != parent_b or not isinstance(parent, nn.Sequential):
-        raise ValueError(f"{first!r} and {second!r} must be children of one nn.Sequential")
-    names = [n for n, _ in parent.named_children()]
-    ia, ib = names.index(idx_a), names.index(idx_b)
-    if ib <= ia:
-        raise ValueError(f"{second!r} must come after {first!r}")
-    between = [parent[i] for i in range(ia + 1, ib)]
-    bad = [type(m).__name__ for m in between if not isinstance(m, _POSITIVELY_HOMOGENEOUS)]
-    if bad:
-        hint = (" (for a conv followed by batch norm, pass the batch norm as `first`)"
-                if any("BatchNorm" in b for b in bad) else "")
-        raise ValueError(
-            f"between {first!r} and {second!r} sit {bad}, which are not positively homogeneous; "
-            f"only {[c.__name__ for c in _POSITIVELY_HOMOGENEOUS]} keep the output unchanged{hint}"
-        )
-    out = copy.deepcopy(model)
-    mods = dict(out.named_modules())
-    with torch.no_grad():
-        mods[first].weight.div_(factor)
-        if mods[first].bias is not None:
-            mods[first].bias.div_(factor)
-        mods[second].weight.mul_(factor)
-    return out
-
-
-def morans_i(maps: torch.Tensor) -> torch.Tensor:
-    """Lag-1 spatial autocorrelation (Moran's I, rook neighbours) of each map ``[..., Gh, Gw]``.
-
-    ``I = (G / n_pairs) * sum_{neighbours i~j} z_i z_j / sum_i z_i^2`` with ``z`` the map minus its
-    mean and each horizontal or vertical neighbour pair counted once. Near 1 for a map made of
-    large smooth regions, near 0 for pixel-scale noise, negative for a checkerboard. A constant
-    map has no defined autocorrelation: NaN. Returns ``[...]``.
-    """
-    if maps.dim() < 2 or (maps.shape[-1] < 2 and maps.shape[-2] < 2):
-        raise ValueError(f"maps must be [..., Gh, Gw] with at least two cells, got {tuple(maps.shape)}")
-    z = maps - maps.mean(dim=(-2, -1), keepdim=True)
-    cross = (z[..., 1:, :] * z[..., :-1, :]).sum(dim=(-2, -1)) + (z[..., :, 1:] * z[..., :, :-1]).sum(dim=(-2, -1))
-    Gh, Gw = maps.shape[-2:]
-    pairs = (Gh - 1) * Gw + Gh * (Gw - 1)
-    var = z.pow(2).sum(dim=(-2, -1))
-    out = (Gh * Gw / pairs) * cross / var
-    constant = var <= 1e-12 * maps.pow(2).sum(dim=(-2, -1)).clamp_min(1e-30)
-    return torch.where(constant, torch.full_like(out, float("nan")), out)
-
-
 # --- distillation and architecture damage (notebooks 10_distillation, 11_damage) ---------------
 
 def distilled_model(profile, teacher_arch: str, progress: bool = True) -> Trained:
     """The profile's distillation student (AlexNet) distilled from ``cub_model(profile, teacher_arch)``.
 
     Same data and recipe (``training.cub``) as ``cub_model(profile, student)``, the network trained
-    alone; only the loss differs: :func:`deepinfo.distillation.distillation_loss` with the
+    alone; only the loss differs: :func:`deepinfo.techniques.distillation.distillation_loss` with the
     profile's ``distillation.temperature`` and ``alpha``, the teacher (the very cached network the
     other notebooks use, trained first if needed) run on each augmented batch. The checkpoint's
     configuration names the teacher's checkpoint, so a retrained teacher retrains the student.
     """
-    from .distillation import distillation_loss
+    from deepinfo.techniques.distillation import distillation_loss
 
     p = _profile(profile)
     d = p.distillation
@@ -374,14 +292,14 @@ def distilled_model(profile, teacher_arch: str, progress: bool = True) -> Traine
 
 
 def damage_data(profile, split: str) -> Dataset:
-    """The bird vs non-bird set of ``split`` (:class:`deepinfo.damage.BirdVsNonBird`, label 1 = bird).
+    """The bird vs non-bird set of ``split`` (:class:`deepinfo.techniques.damage.BirdVsNonBird`, label 1 = bird).
 
     Birds: :func:`cub_data` of that split (classification crops). Non-birds: the profile's
-    ``damage.negatives`` (:func:`deepinfo.damage.negative_images`) at the birds' image size. As many
+    ``damage.negatives`` (:func:`deepinfo.techniques.damage.negative_images`) at the birds' image size. As many
     of each: ``min(damage.n_negatives, number of birds)``, or all birds when ``n_negatives`` is
     left out. Seeded by the profile.
     """
-    from .damage import BirdVsNonBird, negative_images
+    from deepinfo.techniques.damage import BirdVsNonBird, negative_images
 
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
@@ -400,12 +318,12 @@ def damage_model(profile, arch: str, conv_index: int | None = None, progress: bo
     """A VGG trained on :func:`damage_data` (binary), original (``conv_index=None``) or damaged.
 
     ``conv_index`` (e.g. ``-1``, ``-2``): that conv layer replaced by ``damage.n_filters`` filters
-    of ``damage.kernel_size`` (:func:`deepinfo.damage.damage_vgg`). The net is the profile's CUB
+    of ``damage.kernel_size`` (:func:`deepinfo.techniques.damage.damage_vgg`). The net is the profile's CUB
     VGG (width, dropout, batch norm) with two outputs, trained with ``damage.recipe``; with
     ``networks.cub.weights = "imagenet"`` it starts from the ImageNet weights (new 2-way last
     layer; the damaged layer and the one reading it start from scratch).
     """
-    from .damage import damage_vgg
+    from deepinfo.techniques.damage import damage_vgg
 
     p = _profile(profile)
     dm, n = p.damage, p.networks.cub
@@ -443,11 +361,11 @@ def segmentation_data(profile, split: str):
     """The membrane segmentation set of the profile's ``data.segmentation``.
 
     ``isbi2012``: the first ``n_train`` labelled slices (train) or the last ``n_test`` (test),
-    resized to ``image_size`` (:func:`deepinfo.segmentation.isbi_segmentation`). ``synthetic``:
+    resized to ``image_size`` (:func:`deepinfo.techniques.segmentation.isbi_segmentation`). ``synthetic``:
     the synthetic shapes as grey images with the object mask as target
-    (:func:`deepinfo.segmentation.synthetic_segmentation`). Items ``(image [1, S, S], mask [S, S] bool)``.
+    (:func:`deepinfo.techniques.segmentation.synthetic_segmentation`). Items ``(image [1, S, S], mask [S, S] bool)``.
     """
-    from .segmentation import isbi_segmentation, synthetic_segmentation
+    from deepinfo.techniques.segmentation import isbi_segmentation, synthetic_segmentation
 
     p = _profile(profile)
     d = p.data.segmentation
@@ -463,9 +381,9 @@ def segmentation_data(profile, split: str):
 def unet_model(profile, progress: bool = True) -> Trained:
     """The U-Net of ``networks.unet`` trained on :func:`segmentation_data` with ``training.unet``
     and pixel-wise cross-entropy (cached). Its ``info["scores"]`` holds the held-out scores of
-    :func:`deepinfo.segmentation.segmentation_scores` (pixel accuracy, membrane IoU, ...)."""
-    from .models import unet
-    from .segmentation import segmentation_loss, segmentation_scores
+    :func:`deepinfo.techniques.segmentation.segmentation_scores` (pixel accuracy, membrane IoU, ...)."""
+    from deepinfo.models import unet
+    from deepinfo.techniques.segmentation import segmentation_loss, segmentation_scores
 
     p = _profile(profile)
     n = p.networks.unet
@@ -503,17 +421,15 @@ def _pruned_stages(base: Trained, arch: str, keep: tuple[float, ...],
     """Han et al.'s iterative pruning of ``base`` through the checkpoint cache.
 
     Stage ``i`` starts from stage ``i-1`` (``base`` for the first), prunes it with
-    :func:`deepinfo.compression.prune_to` (``|w| < s * std(layer)``; ``s_conv`` and ``s_fc`` chosen
+    :func:`deepinfo.techniques.compression.next_stage` (``|w| < s * std(layer)``; ``s_conv`` and ``s_fc`` chosen
     so that conv and FC weights each keep the target fraction) and retrains it with the masks held
     through ``train_stage(name, config, build)`` (the config names the targets so far and the key
     of the net it started from). Returns ``[(target, trained, achieved)]`` starting with
     ``(1.0, base, 1.0)``; ``achieved`` is the kept fraction of the conv + FC weight entries;
     ``trained.model`` has the pruning made permanent (zeros in the weights) and
-    ``trained.info["pruning"]`` holds the :class:`~deepinfo.compression.PruneResult`.
+    ``trained.info["pruning"]`` holds the :class:`~deepinfo.techniques.compression.PruneResult`.
     """
-    import copy
-
-    from .compression import kept_fraction, make_permanent, prune_to
+    from deepinfo.techniques.compression import kept_fraction, make_permanent, next_stage
 
     out = [(1.0, base, 1.0)]
     previous = base
@@ -521,8 +437,7 @@ def _pruned_stages(base: Trained, arch: str, keep: tuple[float, ...],
         info: dict = {}
 
         def build(prev=previous, target=target, info=info):
-            net = make_permanent(copy.deepcopy(prev.model))
-            info["pruning"] = prune_to(net, target)
+            net, info["pruning"] = next_stage(prev.model, target)
             return net
 
         config = {"compression": {"method": "Han et al. 2016 magnitude pruning: |w| < s * std(layer weights), "
@@ -577,11 +492,11 @@ def cifar_distillation_models(profile, progress: bool = True) -> tuple[Trained, 
     The teacher is :func:`cifar_resnet_model` of ``second_line.teacher_depth``; the two students
     (ResNets of ``second_line.student_depth``) start from the same seed and train with the same
     recipe (``second_line.student_recipe``) on the same images; only the loss differs: labels
-    alone, or :func:`deepinfo.distillation.distillation_loss` with the profile's
+    alone, or :func:`deepinfo.techniques.distillation.distillation_loss` with the profile's
     ``distillation.temperature`` and ``alpha``. The distilled student's cache key names the
     teacher's weights.
     """
-    from .distillation import distillation_loss
+    from deepinfo.techniques.distillation import distillation_loss
 
     p = _profile(profile)
     sl = _second_line(p)
@@ -600,11 +515,11 @@ def cifar_distillation_models(profile, progress: bool = True) -> tuple[Trained, 
 
 def adversarial_pair(profile, progress: bool = True) -> tuple[Trained, Trained]:
     """``(pgd_trained, normal_twin)``: the profile's ``adversarial.arch`` on CUB, trained on PGD
-    examples (:func:`deepinfo.adversarial.adversarial_loss`, settings from ``[adversarial]``) and
+    examples (:func:`deepinfo.techniques.adversarial.adversarial_loss`, settings from ``[adversarial]``) and
     normally, both with ``adversarial.recipe`` (or ``training.cub`` when the profile has none, so
     the twin is then the shared ``cub_model(P, arch)``) on the same data, with the same seed.
     """
-    from .adversarial import adversarial_loss, pgd_settings
+    from deepinfo.techniques.adversarial import adversarial_loss, pgd_settings
 
     p = _profile(profile)
     a = p.adversarial

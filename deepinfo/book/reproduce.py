@@ -1,8 +1,8 @@
 """Run the book's notebooks with papermill for one profile, then build the book.
 
-    python -m deepinfo.reproduce --profile smoke          # what `make reproduce` does
-    python -m deepinfo.reproduce --profile cpu -p n_images=4 --only 02_layer_curves
-    python -m deepinfo.reproduce --profile smoke --book-only   # `make book`
+    python -m deepinfo.book.reproduce --profile smoke          # what `make reproduce` does
+    python -m deepinfo.book.reproduce --profile cpu -p n_images=4 --only 02_layer_curves
+    python -m deepinfo.book.reproduce --profile smoke --book-only   # `make book`
 
 Parameters (``-p name=value``, the value read as a Python literal, else as a string) go to the
 notebooks whose ``parameters`` cell defines them; a parameter that no selected notebook defines
@@ -36,8 +36,8 @@ import textwrap
 import time
 from pathlib import Path
 
-from .paths import artifacts_dir, repo_root
-from .profile import Profile, load_profile
+from deepinfo.paths import artifacts_dir, repo_root
+from deepinfo.toolkit.profile import Profile, load_profile
 
 NOTEBOOKS = repo_root() / "notebooks"
 BOOK = repo_root() / "book"
@@ -159,7 +159,7 @@ def params_per_notebook(selected: list[Path], params: dict) -> dict[Path, dict]:
 def _code_digest() -> str:
     """The package's code and shipped profiles (not this runner, which changes no result)."""
     h = hashlib.sha256()
-    pkg = Path(__file__).resolve().parent
+    pkg = Path(__file__).resolve().parent.parent  # the whole package
     for path in sorted(pkg.rglob("*")):
         if path.suffix in (".py", ".toml") and "__pycache__" not in path.parts and path.name not in _NOT_INPUTS:
             h.update(str(path.relative_to(pkg)).encode())
@@ -347,7 +347,7 @@ def _md_cell(text) -> str:
 
 def _scoreboard_markdown(prof: Profile, pages: dict[str, str], note: str) -> str:
     """The findings scoreboard written from the recorded claims (when no scoreboard notebook ran)."""
-    from .report import load_claims, scoreboard_groups
+    from deepinfo.book.report import load_claims, scoreboard_groups
 
     claims = load_claims(prof.artifacts)
     lines = ["# Scoreboard", "", note, ""]
@@ -372,7 +372,7 @@ def _scoreboard_markdown(prof: Profile, pages: dict[str, str], note: str) -> str
 
 def _verdicts_markdown(prof: Profile, pages: dict[str, str]) -> str:
     """The front page's summary of the verdicts: one compact table per scoreboard group."""
-    from .report import load_claims, scoreboard_groups
+    from deepinfo.book.report import load_claims, scoreboard_groups
 
     ran = {stem for stem, page in pages.items() if page.endswith(".ipynb")}
     claims = [c for c in load_claims(prof.artifacts) if c.notebook in ran]
@@ -477,7 +477,7 @@ def build_book(profile: str, strict: bool = True) -> Path:
         (gen / "notebooks" / f"{SCOREBOARD}.md").write_text(_scoreboard_markdown(prof, pages, note), encoding="utf-8")
     (gen / "run_info.md").write_text(_run_info(prof, records), encoding="utf-8")
     (gen / "verdicts.md").write_text(_verdicts_markdown(prof, pages), encoding="utf-8")
-    toc = ["# Written by deepinfo.reproduce (python -m deepinfo.reproduce --book-only); do not edit.",
+    toc = ["# Written by deepinfo.book.reproduce (python -m deepinfo.book.reproduce --book-only); do not edit.",
            "format: jb-book", "root: intro", "parts:", "- caption: Findings", "  chapters:",
            f"  - file: {SCOREBOARD_PAGE}"]
     if chapters:
@@ -498,7 +498,7 @@ def build_book(profile: str, strict: bool = True) -> Path:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m deepinfo.reproduce", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m deepinfo.book.reproduce", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="smoke", help="smoke (default), cpu, paper or a .toml path")
     ap.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",

@@ -1,8 +1,8 @@
 """Membrane segmentation for the U-Net of paper App. G.1: data, loss and scores.
 
 Items are ``(image [1, S, S] float in [0, 1], mask [S, S] bool)`` with ``True`` = membrane (the
-class the U-Net's channel 1 predicts), so ``deepinfo.training.train`` (which flips a batch's
-dense masks together with its images) and ``deepinfo.training.evaluate`` (pixel accuracy for
+class the U-Net's channel 1 predicts), so ``deepinfo.toolkit.training.train`` (which flips a batch's
+dense masks together with its images) and ``deepinfo.toolkit.training.evaluate`` (pixel accuracy for
 ``[B, 2, H, W]`` logits against ``[B, H, W]`` labels) work on them unchanged.
 
 - :func:`isbi_segmentation` -- the 30 labelled ISBI 2012 slices, split into a training block and
@@ -98,7 +98,7 @@ def isbi_segmentation(split: str, *, image_size: int, n_train: int | None = None
         ValueError: bad split or sizes, or ``n_train + n_test`` over the 30 labelled slices.
         FileNotFoundError: the ISBI files are missing (the message says where to put them).
     """
-    from .datasets import ISBI2012
+    from deepinfo.datasets import ISBI2012
 
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
@@ -125,7 +125,7 @@ def synthetic_segmentation(n: int, *, image_size: int, split: str = "train", see
     The grey image is the mean of the three colour channels; the object ("membrane" in the
     class names) is the painted shape. Item ``i`` depends on ``(seed, split, i, image_size)`` only.
     """
-    from .datasets import Synthetic
+    from deepinfo.datasets import Synthetic
 
     src = Synthetic(n, image_size=image_size, num_classes=4, split=split, seed=seed)
     items = [src[i] for i in range(n)]
@@ -135,7 +135,7 @@ def synthetic_segmentation(n: int, *, image_size: int, split: str = "train", see
 
 
 def segmentation_loss(class_weights: Sequence[float] | None = None):
-    """A ``loss_fn(model, batch) -> (loss, logits)`` for ``deepinfo.training.train``: pixel-wise
+    """A ``loss_fn(model, batch) -> (loss, logits)`` for ``deepinfo.toolkit.training.train``: pixel-wise
     cross-entropy of ``model(images)`` ``[B, 2, H, W]`` against the masks ``[B, H, W]`` (bool or
     0/1), averaged over pixels; ``class_weights`` (cell, membrane) reweights the classes."""
     weight = None if class_weights is None else torch.tensor([float(w) for w in class_weights])

@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from .datasets import MaskedItem, Synthetic, cifar10, imagenet_val, subset
-from .models.vision import vgg_init
+from deepinfo.datasets import MaskedItem, Synthetic, cifar10, imagenet_val, subset
+from deepinfo.models.vision import vgg_init
 
 __all__ = ["BirdVsNonBird", "IMAGENET_BIRD_CLASSES", "NEGATIVES", "conv_positions", "damage_vgg",
            "damaged_layer", "negative_images"]

@@ -1,4 +1,4 @@
-"""Knowledge distillation (Hinton et al., 2015) as a ``loss_fn`` for :func:`deepinfo.training.train`.
+"""Knowledge distillation (Hinton et al., 2015) as a ``loss_fn`` for :func:`deepinfo.toolkit.training.train`.
 
 The student is trained on
 
@@ -13,7 +13,7 @@ per logit, on the scale of the hard term's as the temperature changes (Hinton et
 The teacher is only read: it runs in eval mode (fixed batch-norm statistics, no dropout) under
 ``torch.no_grad``, none of its parameters is in the student's optimizer, and its weights,
 buffers and ``requires_grad`` flags are never changed. It must sit on the device of the batches
-(:func:`deepinfo.training.train` moves only the student).
+(:func:`deepinfo.toolkit.training.train` moves only the student).
 
 Public names: :func:`distillation_loss` (the ``loss_fn``), :func:`hinton_loss` (the loss of one
 batch of logits).
@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .training import LossFn
+from deepinfo.toolkit.training import LossFn
 
 __all__ = ["distillation_loss", "hinton_loss"]
 
@@ -80,7 +80,7 @@ def hinton_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labe
 def distillation_loss(teacher: nn.Module, temperature: float, alpha: float) -> LossFn:
     """A ``loss_fn(model, batch) -> (loss, logits)`` that distils ``teacher`` into ``model``.
 
-    Plug it into :func:`deepinfo.training.train` (or ``deepinfo.experiments.cub_model(...,
+    Plug it into :func:`deepinfo.toolkit.training.train` (or ``deepinfo.book.experiments.cub_model(...,
     loss_fn=...)``): ``batch = (images [B, C, H, W], labels [B], *rest)`` is the augmented batch the
     student sees, and the teacher's logits are computed on exactly those images. The returned
     logits are the student's (so training accuracy is the student's).

@@ -7,12 +7,12 @@ Public names:
 
 - :func:`pgd_linf` -- the attack: images ``[B, C, H, W]`` in [0, 1] -> adversarial images in the
   L-infinity ball of radius ``epsilon`` around them, still in [0, 1].
-- :func:`adversarial_loss` -- a ``loss_fn`` for :func:`deepinfo.training.train` (and so for
-  :func:`deepinfo.experiments.cub_model`) that trains on PGD examples only, as Madry et al. do.
+- :func:`adversarial_loss` -- a ``loss_fn`` for :func:`deepinfo.toolkit.training.train` (and so for
+  :func:`deepinfo.book.experiments.cub_model`) that trains on PGD examples only, as Madry et al. do.
 - :func:`pgd_accuracy` -- accuracy of a model on a data set under the attack.
 - :func:`pgd_settings` -- the attack's keyword arguments from a profile's ``[adversarial]`` section.
 
-Which mode the attack runs in. :func:`deepinfo.training.train` calls its ``loss_fn`` with the model
+Which mode the attack runs in. :func:`deepinfo.toolkit.training.train` calls its ``loss_fn`` with the model
 in train mode, and :func:`adversarial_loss` attacks that training-mode model (``mode="train"``),
 as Madry et al. do: the perturbation is the worst case for the function the optimizer is about to
 update (batch statistics in BatchNorm, dropout active), not for the running-statistics network,
@@ -40,7 +40,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ._images import check_images
+from deepinfo._images import check_images
 
 __all__ = ["adversarial_loss", "pgd_accuracy", "pgd_linf", "pgd_settings"]
 
@@ -49,7 +49,7 @@ MODES = ("eval", "train", "current")
 
 def pgd_settings(profile) -> dict[str, Any]:
     """``epsilon``, ``step_size``, ``steps``, ``random_start`` from the profile's ``[adversarial]``."""
-    from .profile import load_profile
+    from deepinfo.toolkit.profile import load_profile
 
     a = load_profile(profile).adversarial
     return {"epsilon": a.epsilon, "step_size": a.step_size, "steps": a.steps, "random_start": a.random_start}
@@ -165,7 +165,7 @@ def adversarial_loss(
     The batch's images are replaced by :func:`pgd_linf` examples (attacking the training-mode
     model by default; see the module docstring for why and how BatchNorm statistics are kept
     clean), then the loss is the cross-entropy of the model on them, with the model in the mode
-    :func:`deepinfo.training.train` put it in. The random start uses torch's global RNG, which
+    :func:`deepinfo.toolkit.training.train` put it in. The random start uses torch's global RNG, which
     ``train`` seeds and saves with its state, so runs are reproducible and resumable. The logits
     are those of the adversarial batch (``train`` reports training accuracy under attack).
     """

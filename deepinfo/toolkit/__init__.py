@@ -1,0 +1,2 @@
+"""The experiment toolkit: one training loop, the checkpoint cache, run profiles.
+"""
