@@ -1,10 +1,32 @@
-"""Figures: pixel-wise maps overlaid on their images (matplotlib, imported on first use)."""
+"""Figures: pixel-wise maps overlaid on their images, and the one style of the book's figures
+(matplotlib, imported on first use)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import torch
+
+#: The colormap of every CID / RU map (dark: little discarded, bright: much discarded).
+MAP_CMAP = "magma"
+#: The palette for networks and curves, in order (colour-blind safe: seaborn's "colorblind").
+PALETTE = ("#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc", "#ca9161", "#fbafe4", "#949494",
+           "#ece133", "#56b4e9")
+
+
+def set_style() -> None:
+    """The book's figure style, set once per notebook (``deepinfo.book.report.Report`` calls it):
+    figures large enough to read on the page, no top/right spines, a light grid, the palette
+    above for lines and points, :data:`MAP_CMAP` for images."""
+    import matplotlib as mpl
+    from cycler import cycler
+
+    mpl.rcParams.update({
+        "figure.figsize": (7.5, 4.5), "figure.dpi": 110, "savefig.bbox": "tight",
+        "font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 8,
+        "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3,
+        "axes.prop_cycle": cycler(color=list(PALETTE)), "image.cmap": MAP_CMAP,
+    })
 
 
 def _image_hwc(image: torch.Tensor):
@@ -21,7 +43,7 @@ def overlay(
     ax=None,
     *,
     alpha: float = 0.6,
-    cmap: str = "magma",
+    cmap: str = MAP_CMAP,
     vmin: float | None = None,
     vmax: float | None = None,
     title: str | None = None,
@@ -61,7 +83,7 @@ def plot_layers(
     layers: Sequence[str] | None = None,
     *,
     shared_scale: bool = True,
-    cmap: str = "magma",
+    cmap: str = MAP_CMAP,
     alpha: float = 0.6,
     panel_size: float = 1.8,
 ):

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from deepinfo.paths import artifacts_dir
+from deepinfo.plotting import set_style
 from deepinfo.toolkit.profile import Profile, load_profile
 from deepinfo.book.verdicts import INCONCLUSIVE, Condition, Verdict
 
@@ -93,6 +94,10 @@ class Report:
     def __post_init__(self):
         self.profile = load_profile(self.profile)
         self.root = artifacts_dir(self.profile.artifacts)
+        try:
+            set_style()  # one style for every figure of the book
+        except ImportError:  # no matplotlib: a report without figures still works
+            pass
         self.started = time.time()
         for sub in ("tables", "figures", "claims"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
