@@ -228,7 +228,7 @@ def test_profile_damage_layers_is_checked(tmp_path, value, ok):
 
     from deepinfo.toolkit.profile import load_profile
 
-    text = resources.files("deepinfo").joinpath("profiles", "smoke.toml").read_text()
+    text = resources.files("deepinfo.toolkit").joinpath("profiles", "smoke.toml").read_text()
     start = text.index("[damage]\n")
     end = text.index("[damage.recipe]")
     section = re.sub(r"(?m)^layers = .*$", f"layers = {value}", text[start:end])

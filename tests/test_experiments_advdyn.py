@@ -82,7 +82,7 @@ def test_profiles_size_the_new_keys():
 
 
 def test_profile_rejects_bad_new_keys(tmp_path):
-    text = (load_profile.__globals__["resources"].files("deepinfo") / "profiles" / "cpu.toml").read_text()
+    text = (load_profile.__globals__["resources"].files("deepinfo.toolkit") / "profiles" / "cpu.toml").read_text()
     bad = tmp_path / "bad.toml"
     bad.write_text(text.replace("n_train = 2000 ", "n_train = 9000 "))
     with pytest.raises(ValueError, match="dynamics.n_train"):

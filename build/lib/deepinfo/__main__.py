@@ -1,5 +1,0 @@
-import sys
-
-from deepinfo.cli import main
-
-sys.exit(main())
