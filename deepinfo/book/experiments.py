@@ -118,17 +118,24 @@ def train_cached(profile, name: str, config: dict, build_model: Callable[[], nn.
     return Trained(name, model.eval(), path.stem, history)
 
 
+def _cifar_variant(p: Profile, depth: int, name: str, config: dict, recipe: Recipe, *,
+                   build_model: Callable[[], nn.Module] | None = None, loss_fn=None,
+                   progress: bool = True) -> Trained:
+    """A CIFAR ResNet of ``depth`` trained here on ``data.cifar``'s training images (cached)."""
+    base = {"model": "cifar_resnet", "depth": depth, "num_classes": p.data.cifar.num_classes,
+            "data": p.data.cifar, **config}
+    return train_cached(p, name, base,
+                        build_model or (lambda: cifar_resnet(depth, num_classes=p.data.cifar.num_classes)),
+                        lambda: cifar_data(p, "train"), recipe, loss_fn=loss_fn, progress=progress)
+
+
 def cifar_resnet_model(profile, depth: int, progress: bool = True) -> Trained:
     """A CIFAR ResNet: the published weights (cpu, paper) or trained here (smoke)."""
     p = _profile(profile)
     if p.networks.cifar.weights == "published":
         model = cifar_resnet(depth, weights="published", num_classes=p.data.cifar.num_classes)
         return Trained(f"resnet{depth}", model.eval(), f"resnet{depth}-published")
-    config = {"model": "cifar_resnet", "depth": depth, "num_classes": p.data.cifar.num_classes,
-              "data": p.data.cifar}
-    return train_cached(p, f"resnet{depth}", config,
-                        lambda: cifar_resnet(depth, num_classes=p.data.cifar.num_classes),
-                        lambda: cifar_data(p, "train"), p.training.cifar_resnet, progress=progress)
+    return _cifar_variant(p, depth, f"resnet{depth}", {}, p.training.cifar_resnet, progress=progress)
 
 
 def cub_model(profile, arch: str, *, name: str | None = None, config: dict | None = None,
@@ -454,30 +461,13 @@ def _pruned_stages(base: Trained, arch: str, keep: tuple[float, ...],
 
 # --- the second line of evidence: CIFAR ResNets and networks derived from them (08, 09, 10) -----
 
-def _second_line(p: Profile):
-    if p.second_line is None:
-        raise ValueError(f"profile {p.name!r} has no [second_line] section")
-    return p.second_line
-
-
-def _cifar_variant(p: Profile, depth: int, name: str, config: dict, recipe: Recipe, *,
-                   build_model: Callable[[], nn.Module] | None = None, loss_fn=None,
-                   progress: bool = True) -> Trained:
-    """A CIFAR ResNet of ``depth`` trained here on ``data.cifar``'s training images (cached)."""
-    base = {"model": "cifar_resnet", "depth": depth, "num_classes": p.data.cifar.num_classes,
-            "data": p.data.cifar, **config}
-    return train_cached(p, name, base,
-                        build_model or (lambda: cifar_resnet(depth, num_classes=p.data.cifar.num_classes)),
-                        lambda: cifar_data(p, "train"), recipe, loss_fn=loss_fn, progress=progress)
-
-
 def cifar_compressed_models(profile, progress: bool = True) -> list[tuple[float, Trained, float]]:
     """The CIFAR ResNet of ``second_line.base_depth`` (:func:`cifar_resnet_model`: the published
     weights in the cpu and paper profiles) and its pruned stages, as :func:`compressed_models`
     returns them; each stage is retrained with ``second_line.retrain`` on ``data.cifar``'s
     training images."""
     p = _profile(profile)
-    sl = _second_line(p)
+    sl = p.second_line
     base = cifar_resnet_model(p, sl.base_depth, progress=progress)
 
     def train_stage(name, config, build):
@@ -499,7 +489,7 @@ def cifar_distillation_models(profile, progress: bool = True) -> tuple[Trained, 
     from deepinfo.techniques.distillation import distillation_loss
 
     p = _profile(profile)
-    sl = _second_line(p)
+    sl = p.second_line
     d = p.distillation
     teacher = cifar_resnet_model(p, sl.teacher_depth, progress=progress)
     alone = _cifar_variant(p, sl.student_depth, f"resnet{sl.student_depth}-student", {"student": "alone"},
