@@ -1,18 +1,21 @@
-"""The estimators' machinery: input checks, batching over images, and the per-layer loop.
+"""The estimators' loop: images in chunks, layers one by one, one small result per layer.
 
-``deepinfo.estimators`` holds the math and the public functions; this module runs them: it
-checks the inputs, puts the model in a guarded state, computes the Jacobian energies of every
-layer in one pass, then for each layer finds sigma (closed form, or the Lagrangian descent),
-holds the constraint, and measures what was achieved on fresh noise.
+``deepinfo.estimators`` holds the math and the per-layer algorithm; this module runs it. It checks
+the inputs, guards the model (eval mode, no gradients kept, restored afterwards), computes the
+Jacobian energies of every layer of a chunk in one pass, hands each layer to the algorithm as a
+:class:`LayerProblem`, and stacks the :class:`LayerMaps` it returns into an :class:`InfoMaps`.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
 
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from deepinfo._features import FeatureTap, ModelGuard, model_device, resolve_layers
@@ -20,37 +23,85 @@ from deepinfo._fold import fold_batchnorm
 from deepinfo._grid import Grid
 from deepinfo._images import check_images
 from deepinfo._jacobian import column_energies
-from deepinfo._solver import Sampler, image_generators, lagrangian_descent, measure_ratio, project_to_constraint
-from deepinfo.estimators import METHODS, cid_cells, closed_form_log_sigma, ru_cells
+from deepinfo._solver import Sampler, image_generators, measure_ratio
 from deepinfo.result import InfoMaps
+from deepinfo.settings import Settings
 
 
-def _check_settings(beta, method, sigma_max, tol):
-    if not isinstance(beta, (int, float)) or not math.isfinite(beta) or beta <= 0:
-        raise ValueError(f"beta must be a positive number (the paper uses 1.5e-4), got {beta!r}")
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if not sigma_max > 0:
-        raise ValueError(f"sigma_max must be positive, got {sigma_max!r}")
-    if not 0 < tol < 1:
-        raise ValueError(f"tol must be in (0, 1), got {tol!r}")
+@dataclass
+class LayerProblem:
+    """One layer and a chunk of ``b`` images: what the per-layer algorithm works on.
+
+    Attributes:
+        name: the layer.
+        sampler: perturbed forward passes ``h(x + sigma * eps)`` (noise tagged ``draw/<layer>``).
+        W: ``[b, G]`` cell energies of the Jacobian, ``W_g = sum_{u in g} ||J[:, u]||^2``.
+        delta_f2: ``[b]`` ``delta_f^2 = ||J||_F^2 = sum_g W_g``.
+        decoder: the RU decoder of the layer, or ``None`` for CID.
+    """
+
+    name: str
+    sampler: Sampler
+    W: torch.Tensor
+    delta_f2: torch.Tensor
+    decoder: nn.Module | None
+    settings: Settings
+    first_image: int  # index of the chunk's first image in the whole batch (seeds the noise)
+    min_draws: int  # RU: draws the map itself needs, whatever the ratio's precision
+
+    @property
+    def grid(self) -> Grid:
+        return self.sampler.grid
+
+    @property
+    def channels(self) -> int:
+        return self.sampler.x.shape[1]
+
+    def reconstruction_error(self, fp: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``sum_c (g(f') - x)^2`` ``[D, b, H, W]`` of perturbed features ``[D, b, ...]`` of images ``x``."""
+        D, b = fp.shape[:2]
+        rec = self.decoder(fp.reshape(D * b, *fp.shape[2:]))
+        return (rec.reshape(D, b, *x.shape[1:]) - x.unsqueeze(0)).pow(2).sum(2)
+
+    def measure(self, log_sigma: torch.Tensor, tag: str, off_tol: float | None = None,
+                idx: torch.Tensor | None = None):
+        """The achieved ratio ``r``, its standard error and (RU) the mean reconstruction error
+        ``[b, H, W]`` at ``log_sigma``, on fresh noise named ``<tag>/<layer>``; ``idx``: only
+        these images of the chunk (their own generators, so the same noise as in a full call).
+        ``off_tol``: stop early once ``r`` is clearly on or off the constraint (see ``measure_ratio``)."""
+        s = self.settings
+        b = self.delta_f2.shape[0]
+        gens = image_generators(s.seed, self.first_image, b, f"{tag}/{self.name}", self.W.device)
+        sampler = Sampler(self.sampler.tap, self.name, self.sampler.x, self.sampler.f, self.grid, gens,
+                          self.sampler.jacobian)
+        norm = s.beta * self.delta_f2
+        if idx is not None:
+            sampler, norm = sampler.subset(idx), norm[idx]
+        per_draw = self.reconstruction_error if self.decoder is not None else None
+        return measure_ratio(sampler, log_sigma, norm, s.eval_draws, max(s.draw_cap, self.min_draws),
+                             rel_se=s.precision, per_draw=per_draw, min_draws=self.min_draws,
+                             off_tol=off_tol)[:3]
 
 
-def _flat(features: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.reshape(v.shape[0], -1) for k, v in features.items()}
+@dataclass
+class LayerMaps:
+    """The per-layer algorithm's result for a chunk of ``b`` images and ``G`` cells."""
+
+    pixelwise: torch.Tensor  # [b, G] nats (CID H_g or RU)
+    ratio: torch.Tensor  # [b] achieved r
+    ratio_se: torch.Tensor  # [b]
+    log_sigma: torch.Tensor  # [b, G]
+    delta_f2: torch.Tensor  # [b] the layer's sensitivity (from the problem)
+    lambdas: torch.Tensor | None  # [b] final multiplier (optimize), else None
 
 
-def estimate(
-    kind, model, x, layers, beta, grid, method, decoders, *, n_probes, steps, draws, lr, eval_draws,
-    max_eval_draws, sigma_max, tol, batch_size, seed, init, progress, calibrate=True, rel_se=None,
-) -> InfoMaps:
-    _check_settings(beta, method, sigma_max, tol)
-    if rel_se is None:  # the optimised maps get the tighter check; the fast method a cheaper one
-        rel_se = 0.01 if method == "optimize" else 0.02
-    if max_eval_draws is None:
-        max_eval_draws = 512 if method == "optimize" else 128
-    if init not in ("linear", "constant"):
-        raise ValueError(f"init must be 'linear' or 'constant', got {init!r}")
+Solve = Callable[[LayerProblem, Settings], LayerMaps]
+
+
+def run(kind: str, model: nn.Module, x: torch.Tensor, layers: str | Sequence[str], settings: Settings,
+        solve: Solve, decoders: Mapping[str, nn.Module] | None = None, batch_size: int | None = None,
+        progress: bool = True) -> InfoMaps:
+    """Estimate ``kind`` (``"cid"`` / ``"ru"``) maps of ``layers`` with ``solve`` for every layer and chunk."""
     x = check_images(x, "images", stacklevel=4)
     layers = resolve_layers(model, layers)
     device = model_device(model, x.device)
@@ -59,142 +110,88 @@ def estimate(
         batch_size = 256 if device.type == "cuda" else 32
     if not (isinstance(batch_size, int) and batch_size >= 1):
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    s = settings
     B, C, H, W = x.shape
-    g = Grid.make(grid, (H, W))
-    log_cap = math.log(sigma_max)
+    g = Grid.make(s.grid, (H, W))
     # RU of a cell averages squared errors over draws, channels and the cell's pixels; ~200 such
-    # terms give it a sampling sd of about 0.5 * sqrt(2 / 200) = 0.05 nats (chi-square errors).
-    # (the RU map needs this many draws even when the ratio is known sooner, or max_eval_draws)
-    ru_draws = math.ceil(200 / (C * int(g.pixel_counts().min()))) if kind == "ru" else 0
-    per_chunk = max(1, batch_size // max(draws, eval_draws))
-    chunks = [(s, min(B, s + per_chunk)) for s in range(0, B, per_chunk)]
-    parts: dict[str, list] = {k: [] for k in ("pix", "r", "se", "sig", "delta", "capped", "lam")}
-    guards = [ModelGuard(model)] + [ModelGuard(d) for d in (decoders or {}).values()]
-    bar = tqdm(total=len(chunks) * len(layers), desc=f"{kind} ({method})", disable=not progress, leave=False)
+    # terms give it a sampling sd of about 0.5 * sqrt(2 / 200) = 0.05 nats (chi-square errors)
+    min_draws = math.ceil(200 / (C * int(g.pixel_counts().min()))) if kind == "ru" else 0
+    per_chunk = max(1, batch_size // max(s.draws, s.eval_draws))  # perturbed images per pass <= batch_size
+    chunks = [(lo, min(B, lo + per_chunk)) for lo in range(0, B, per_chunk)]
+    out: list[list[LayerMaps]] = [[] for _ in layers]
+    bar = tqdm(total=len(chunks) * len(layers), desc=f"{kind} ({s.method})", disable=not progress, leave=False)
     try:
-        for gd in guards:
-            gd.__enter__()
-        # the same features from fewer passes over memory (see _fold); the model is not changed
-        tap = FeatureTap(fold_batchnorm(model, x[:1], layers), layers)
-        for lo, hi in chunks:
-            xc = x[lo:hi]
-            energy, jacobians = column_energies(tap, xc, layers, n_probes, batch_size, seed, image_offset=lo)
-            Wc = g.sum_cells(energy)  # [L, b, G]
-            delta = Wc.sum(-1)  # [L, b]  delta_f^2 = ||J||_F^2
-            flat = delta.flatten()
-            if bool((flat <= 0).any()):
-                li, bi = divmod(int((flat <= 0).nonzero()[0]), hi - lo)
-                raise ValueError(
-                    f"layer {layers[li]!r} does not depend on the input for image {lo + bi} "
-                    "(delta_f^2 = 0): its information discarding is undefined"
-                )
-            s_lin = closed_form_log_sigma(Wc, beta, sigma_max)
-            with torch.no_grad():
-                f = _flat(tap(xc))
-            res = {k: [] for k in parts}
-            for li, name in enumerate(layers):
-                draw_gens = image_generators(seed, lo, hi - lo, f"draw/{name}", device)
-                sampler = Sampler(tap, name, xc, f[name], g, draw_gens, jacobians.get(name))
-                norm = beta * delta[li]
-                entropy, per_draw = _entropy_terms(kind, decoders, name, xc, g)
-                lam = None
-                if method == "optimize":
-                    s0 = s_lin[li] if init == "linear" else torch.full_like(s_lin[li], 0.5 * math.log(beta))
-                    s, lam, _ = lagrangian_descent(
-                        sampler, s0, delta[li], beta, entropy, steps, draws, lr, log_cap
-                    )
-                else:
-                    s = s_lin[li]
-
-                rescale = method == "optimize" or calibrate
-
-                def check(s, tag, off_tol=None, idx=None):  # the achieved ratio (and RU terms), on fresh noise
-                    # idx: only these images of the chunk (their own generators, so same noise)
-                    sampler.gens = image_generators(seed, lo, hi - lo, f"{tag}/{name}", device)
-                    smp, nrm = (sampler, norm) if idx is None else (sampler.subset(idx), norm[idx])
-                    return measure_ratio(smp, s, nrm, eval_draws, max(max_eval_draws, ru_draws),
-                                         rel_se=rel_se, per_draw=per_draw, min_draws=ru_draws,
-                                         off_tol=off_tol)[:3]
-
-                # when a rescaling follows, a measurement stops once its verdict is settled: a
-                # ratio clearly off is stepped again anyway (see measure_ratio)
-                first = check(s, "eval", off_tol=tol if rescale else None)
-                if rescale:
-                    # project the images off the constraint by a common scale of sigma (the
-                    # closed form's shape, or the optimum's), each step measured on new noise
-                    # and only for the images still off
-                    # cells the closed form capped (the optimize method starts there and its
-                    # noisy descent can leave such a cell just below the cap)
-                    dormant = (s >= log_cap - 1e-6) | (s_lin[li] >= log_cap - 1e-6)
-                    s, r, se, extra = project_to_constraint(
-                        lambda s, tag, idx: check(s, tag, off_tol=tol, idx=idx), s, first, tol, log_cap, dormant)
-                else:
-                    r, se, extra = first
-                pix = cid_cells(s) if kind == "cid" else ru_cells(extra, g, C)
-                res["pix"].append(pix)
-                res["r"].append(r)
-                res["se"].append(se)
-                res["sig"].append(s.exp())
-                res["delta"].append(delta[li])
-                res["capped"].append((s >= log_cap - 1e-6).sum(-1))
-                res["lam"].append(lam if lam is not None else torch.full_like(r, float("nan")))
-                bar.update(1)
-            for k in parts:
-                parts[k].append(torch.stack(res[k]))
+        with ExitStack() as guards, bar:
+            for module in [model, *(decoders or {}).values()]:
+                guards.enter_context(ModelGuard(module))
+            # the same features from fewer passes over memory (see _fold); the model is not changed
+            tap = FeatureTap(fold_batchnorm(model, x[:1], layers), layers)
+            for lo, hi in chunks:
+                for li, problem in enumerate(_problems(tap, x, lo, hi, layers, g, s, decoders, min_draws, batch_size)):
+                    out[li].append(solve(problem, s))
+                    bar.update(1)
     except torch.cuda.OutOfMemoryError as e:
         raise torch.cuda.OutOfMemoryError(
             f"{kind}: out of GPU memory with batch_size={batch_size} (perturbed images per forward "
             f"pass; peak memory scales with it): pass a smaller one, e.g. batch_size={max(1, batch_size // 4)}"
         ) from e
-    finally:
-        for gd in reversed(guards):
-            gd.__exit__(None, None, None)
-        bar.close()
-    cat = {k: torch.cat(v, 1) for k, v in parts.items()}
-    Gh, Gw = g.cells
-    L = len(layers)
+    return _assemble(kind, layers, out, s, g, (H, W))
+
+
+def _problems(tap, x, lo, hi, layers, g, s, decoders, min_draws, batch_size):
+    """The :class:`LayerProblem` of each layer for the images ``x[lo:hi]`` (energies in one pass)."""
+    xc = x[lo:hi]
+    energy, jacobians = column_energies(tap, xc, layers, s.n_probes, batch_size, s.seed, image_offset=lo)
+    W = g.sum_cells(energy)  # [L, b, G]
+    delta = W.sum(-1)  # [L, b]  delta_f^2 = ||J||_F^2
+    flat = delta.flatten()
+    if bool((flat <= 0).any()):
+        li, bi = divmod(int((flat <= 0).nonzero()[0]), hi - lo)
+        raise ValueError(f"layer {layers[li]!r} does not depend on the input for image {lo + bi} "
+                         "(delta_f^2 = 0): its information discarding is undefined")
+    with torch.no_grad():
+        f = {k: v.reshape(v.shape[0], -1) for k, v in tap(xc).items()}
+    for li, name in enumerate(layers):
+        gens = image_generators(s.seed, lo, hi - lo, f"draw/{name}", x.device)
+        sampler = Sampler(tap, name, xc, f[name], g, gens, jacobians.get(name))
+        decoder = None if decoders is None else decoders[name]
+        yield LayerProblem(name, sampler, W[li], delta[li], decoder, s, lo, min_draws)
+
+
+def _assemble(kind, layers, out, s: Settings, g: Grid, image_size) -> InfoMaps:
+    """Stack the per-layer, per-chunk results into maps ``[L, B, Gh, Gw]`` and warn about ratios off."""
+    def stack(get):
+        return torch.stack([torch.cat([get(m) for m in chunks]) for chunks in out])
+
+    log_cap = math.log(s.sigma_max)
+    L, (Gh, Gw) = len(layers), g.cells
+    log_sigma = stack(lambda m: m.log_sigma)
+    B = log_sigma.shape[1]
     maps = InfoMaps(
         layers=layers,
-        pixelwise=cat["pix"].reshape(L, B, Gh, Gw),
-        constraint=cat["r"],
-        constraint_se=cat["se"],
-        sigma=cat["sig"].reshape(L, B, Gh, Gw),
-        delta_f2=cat["delta"],
-        n_capped=cat["capped"],
+        pixelwise=stack(lambda m: m.pixelwise).reshape(L, B, Gh, Gw),
+        constraint=stack(lambda m: m.ratio),
+        constraint_se=stack(lambda m: m.ratio_se),
+        sigma=log_sigma.exp().reshape(L, B, Gh, Gw),
+        delta_f2=stack(lambda m: m.delta_f2),
+        n_capped=(log_sigma >= log_cap - 1e-6).sum(-1),
         kind=kind,
-        method=method,
-        beta=float(beta),
-        sigma_max=float(sigma_max),
+        method=s.method,
+        beta=float(s.beta),
+        sigma_max=float(s.sigma_max),
         grid=(Gh, Gw),
-        image_size=(H, W),
-        seed=seed,
-        lambdas=cat["lam"] if method == "optimize" else None,
-        info=dict(n_probes=n_probes, steps=steps, draws=draws, lr=lr, eval_draws=eval_draws,
-                  max_eval_draws=max_eval_draws, rel_se=rel_se, tol=tol, init=init,
-                  calibrate=calibrate if method == "linear" else None),
+        image_size=image_size,
+        seed=s.seed,
+        lambdas=stack(lambda m: m.lambdas) if s.method == "optimize" else None,
+        info=dict(n_probes=s.n_probes, steps=s.steps, draws=s.draws, lr=s.lr, eval_draws=s.eval_draws,
+                  max_eval_draws=s.draw_cap, rel_se=s.precision, tol=s.tol, init=s.init,
+                  calibrate=s.calibrate if s.method == "linear" else None),
     )
-    if method == "optimize" or calibrate:
-        off = ((maps.constraint - 1).abs() > tol).nonzero().tolist()
+    if s.rescales:
+        off = ((maps.constraint - 1).abs() > s.tol).nonzero().tolist()
         if off:
             warnings.warn(
-                f"{kind}: the constraint ratio is off by more than {tol:.0%} for (layer, image) "
-                f"{[(layers[a], b) for a, b in off][:10]}; see maps.constraint", stacklevel=3
+                f"{kind}: the constraint ratio is off by more than {s.tol:.0%} for (layer, image) "
+                f"{[(layers[a], b) for a, b in off][:10]}; see maps.constraint", stacklevel=4
             )
     return maps
-
-
-def _entropy_terms(kind, decoders, name, x, grid):
-    """The entropy term of the Lagrangian for ``kind`` and, for RU, the per-draw squared error."""
-    if kind == "cid":
-        return (lambda s, fp: s.mean(-1)), None
-    decoder = decoders[name]
-    C = x.shape[1]
-
-    def sq_err(fp, x):  # [D, B, ...] features of the images x [B, C, H, W] -> [D, B, H, W]
-        D, B = fp.shape[:2]
-        rec = decoder(fp.reshape(D * B, *fp.shape[2:]))
-        return (rec.reshape(D, B, *x.shape[1:]) - x.unsqueeze(0)).pow(2).sum(2)
-
-    return (lambda s, fp: ru_cells(sq_err(fp, x).mean(0), grid, C).mean(-1)), sq_err
-
-

@@ -10,31 +10,50 @@ layer, ``x' = x + sigma * eps`` with ``eps ~ N(0, I)`` and one ``sigma_g`` per g
       min_sigma  E||h(x') - f||^2 / delta_f^2  -  lambda * mean_g log sigma_g
       s.t.       E||h(x') - f||^2 = beta * delta_f^2
 
-  with ``delta_f^2 = lim_{xi->0} E||h(x + xi eps) - f||^2 / xi^2 = ||J||_F^2`` and lambda
-  adapted per layer and image until the achieved ratio ``r`` is 1 (``method="optimize"``).
-* Closed form (``method="linear"``): for ``h(x') ~ f + J (x' - x)``, with the cell energies
-  ``W_g = sum_{u in g} ||J[:, u]||^2``, Lagrange gives ``sigma_g^2 W_g`` equal for all cells::
-
-      sigma_g^2 = beta * mean(W) / W_g,     H_g = 0.5 log(beta * mean(W) / W_g) + 0.5 log(2 pi e)
-
+  with ``delta_f^2 = lim_{xi->0} E||h(x + xi eps) - f||^2 / xi^2 = ||J||_F^2``.
 * Pixel-wise RU (Eq. 7): ``RU_g = 0.5 log mean_{eps, c, i in g} (g(h(x')) - x)^2 + 0.5 log(2 pi e)``
   for a decoder ``g`` trained to invert ``h``, sigma learned as above with RU in the entropy term.
 * Concentration (Eq. 5): ``mean_{g in background} H_g - mean_{g in foreground} H_g``.
+
+Three algorithms find sigma for one layer and a chunk of images (:func:`solve_layer`):
+
+1. **Closed form** (:func:`closed_form_log_sigma`; ``method="linear"``, and the start of the
+   others). For ``h(x') ~ f + J (x' - x)``, with the cell energies ``W_g = sum_{u in g} ||J[:, u]||^2``,
+   Lagrange gives ``sigma_g^2 W_g`` equal for all cells::
+
+      sigma_g^2 = beta * mean(W) / W_g,     H_g = 0.5 log(beta * mean(W) / W_g) + 0.5 log(2 pi e)
+
+2. **Lagrangian descent** (:func:`deepinfo._solver.lagrangian_descent`; ``method="optimize"``, the
+   paper's Eq. 3-4, and Eq. 7 for RU): Adam on ``log sigma`` with sampled ``E||h(x') - f||^2``,
+   lambda adapted per layer and image until the achieved ratio
+   ``r = E||h(x') - f||^2 / (beta delta_f^2)`` approaches 1.
+3. **Projection onto the constraint** (:func:`deepinfo._solver.project_to_constraint`; this
+   project's addition, not the paper's). A descent of a few noisy steps ends near, not on, the
+   constraint, and the closed form meets it only for a linear layer; maps of different layers
+   and networks are comparable only at the same ``r``. So every map is moved onto it by a common
+   scale of sigma (a secant search on ``log r``, bisection once bracketed, each step judged on
+   fresh noise) until ``|r - 1| <= tol``. The shape of the map is the algorithm's; only its level
+   moves. ``calibrate=False`` skips it for the closed form.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
 
+from deepinfo import _engine
+from deepinfo._engine import LayerMaps, LayerProblem
 from deepinfo._grid import Grid
 from deepinfo._jacobian import HALF_LOG_2PI_E
+from deepinfo._solver import lagrangian_descent, project_to_constraint
 from deepinfo.result import InfoMaps
+from deepinfo.settings import DEFAULT_BETA, METHODS, Settings
 
-DEFAULT_BETA = 1.5e-4
-METHODS = ("optimize", "linear")
+__all__ = ["DEFAULT_BETA", "METHODS", "Settings", "cid", "ru", "concentration", "closed_form_log_sigma",
+           "cid_cells", "ru_cells", "solve_layer", "foreground_cells", "has_object_and_background", "morans_i"]
 
 
 def closed_form_log_sigma(W: torch.Tensor, beta: float, sigma_max: float) -> torch.Tensor:
@@ -82,29 +101,50 @@ def ru_cells(reconstruction_sq_err: torch.Tensor, grid: Grid, channels: int) -> 
     return 0.5 * torch.log(per_cell.clamp_min(1e-30)) + HALF_LOG_2PI_E
 
 
-def cid(
-    model: nn.Module,
-    x: torch.Tensor,
-    layers: str | Sequence[str],
-    beta: float = DEFAULT_BETA,
-    grid: int | tuple[int, int] | None = None,
-    method: str = "optimize",
-    *,
-    n_probes: int = 32,
-    steps: int = 20,
-    draws: int = 8,
-    lr: float = 0.02,
-    eval_draws: int = 8,
-    max_eval_draws: int | None = None,
-    rel_se: float | None = None,
-    sigma_max: float = 10.0,
-    tol: float = 0.05,
-    batch_size: int | None = None,
-    seed: int = 0,
-    init: str = "linear",
-    calibrate: bool = True,
-    progress: bool = True,
-) -> InfoMaps:
+def solve_layer(p: LayerProblem, s: Settings) -> LayerMaps:
+    """Sigma and the pixel-wise maps of one layer for a chunk of images: the three algorithms in turn.
+
+    Args:
+        p: the layer, its Jacobian cell energies ``W [b, G]`` and ``delta_f2 [b]``, a sampler of
+            perturbed features and a measurement of the achieved ratio on fresh noise.
+        s: the settings.
+    Returns:
+        :class:`~deepinfo._engine.LayerMaps`: ``pixelwise [b, G]`` in nats, the achieved ratio and
+        its standard error ``[b]``, ``log_sigma [b, G]`` and the final multipliers (``optimize``).
+    """
+    log_cap = math.log(s.sigma_max)
+    closed = closed_form_log_sigma(p.W, s.beta, s.sigma_max)  # 1. closed form
+    log_sigma, lambdas = closed, None
+    if s.method == "optimize":  # 2. Lagrangian descent (Eq. 3-4; Eq. 7 for RU)
+        start = closed if s.init == "linear" else torch.full_like(closed, 0.5 * math.log(s.beta))
+        log_sigma, lambdas, _ = lagrangian_descent(p.sampler, start, p.delta_f2, s.beta, _entropy_term(p),
+                                                   s.steps, s.draws, s.lr, log_cap)
+    # the achieved ratio on fresh noise; when a projection follows, it stops once the verdict is settled
+    first = p.measure(log_sigma, "eval", off_tol=s.tol if s.rescales else None)
+    if s.rescales:  # 3. projection onto the constraint (this project's addition)
+        # cells at the cap (the descent starts there and its noise can leave one just below)
+        dormant = (log_sigma >= log_cap - 1e-6) | (closed >= log_cap - 1e-6)
+        log_sigma, r, se, err = project_to_constraint(
+            lambda ls, tag, idx: p.measure(ls, tag, off_tol=s.tol, idx=idx), log_sigma, first, s.tol, log_cap, dormant)
+    else:
+        r, se, err = first
+    pixelwise = cid_cells(log_sigma) if p.decoder is None else ru_cells(err, p.grid, p.channels)
+    if s.method == "optimize" and lambdas is None:
+        lambdas = torch.full_like(r, float("nan"))
+    return LayerMaps(pixelwise, r, se, log_sigma, p.delta_f2, lambdas)
+
+
+def _entropy_term(p: LayerProblem):
+    """The entropy term of the Lagrangian, ``(log_sigma [b, G], fp [D, b, ...]) -> [b]``: the mean
+    CID of the cells (Eq. 3), or for RU the mean RU of the cells from the decoder's errors (Eq. 7)."""
+    if p.decoder is None:
+        return lambda log_sigma, fp: log_sigma.mean(-1)
+    x = p.sampler.x
+    return lambda log_sigma, fp: ru_cells(p.reconstruction_error(fp, x).mean(0), p.grid, p.channels).mean(-1)
+
+
+def cid(model: nn.Module, x: torch.Tensor, layers: str | Sequence[str], settings: Settings | None = None, *,
+        batch_size: int | None = None, progress: bool = True, **overrides) -> InfoMaps:
     """Pixel-wise computational information discarding (CID) of one or several layers.
 
     Args:
@@ -114,85 +154,53 @@ def cid(
             other weights (the same features up to float rounding, fewer passes over memory).
         x: ``[B, C, H, W]`` float images in ``[0, 1]``.
         layers: a module name from ``model.named_modules()`` or a list of them.
-        beta: the feature-distortion budget ``E||f'-f||^2 = beta * delta_f^2`` (pixel variance units).
-        grid: ``None`` (one sigma per pixel), ``g`` (``g x g`` cells) or ``(Gh, Gw)``.
-        method: ``"optimize"`` (the paper's Lagrangian, lambda adapted until ``r`` is within
-            ``tol`` of 1) or ``"linear"`` (closed form of the linearised layer).
-        n_probes: vector-Jacobian probes per image for ``W_g`` and ``delta_f^2`` (exact when the
-            feature has at most this many dimensions).
-        steps, draws, lr: optimisation steps, noise draws per step and Adam step size on
-            ``log sigma`` (``optimize`` only). ``init="linear"`` starts from the closed form,
-            ``"constant"`` from ``sigma = sqrt(beta)`` everywhere.
-        eval_draws, max_eval_draws, rel_se: noise draws per round, and at most in all
-            (default 512 for ``optimize``, 128 for ``linear``), to measure the achieved ratio;
-            rounds continue until its relative standard error is below ``rel_se`` (default
-            1 % for ``optimize``, 2 % for ``linear``).
-        calibrate: ``linear`` only: keep the closed form's shape but set its common scale so
-            that the real (non-linear) network meets the constraint (default). ``False`` gives
-            the pure closed form, whose ratio then shows how non-linear the layer is.
-        sigma_max: cap on sigma (pixel units); cells that hit it are counted in ``n_capped``.
-        batch_size: the largest number of images in one forward pass (default 32 on a CPU,
-            where batches that stay in cache run faster, see benchmarks/README.md; 256 on a
-            GPU).
-        seed: noise and probes come from generators seeded by ``(seed, image index, layer)``.
+        settings: a :class:`~deepinfo.settings.Settings` (default: the paper's, ``beta = 1.5e-4``,
+            one sigma per pixel, ``method="optimize"``).
+        batch_size: the largest number of perturbed images in one forward pass (default 32 on a
+            CPU, where batches that stay in cache run faster; 256 on a GPU). It never changes a map.
         progress: show a progress bar.
+        **overrides: any field of :class:`~deepinfo.settings.Settings` by name (``beta``,
+            ``grid``, ``method``, ``seed``, ...), replacing the one of ``settings``.
 
     Returns:
-        :class:`InfoMaps` with ``pixelwise [L, B, Gh, Gw]`` in nats and ``constraint [L, B]``.
+        :class:`InfoMaps` with ``pixelwise [L, B, Gh, Gw]`` in nats and ``constraint [L, B]``,
+        the achieved ratio ``r`` (within ``tol`` of 1 unless a warning said otherwise).
+
+    Example::
+
+        >>> model = torchvision.models.resnet18(weights="DEFAULT")   # with normalization inside
+        >>> maps = deepinfo.cid(model, x, ["layer1", "layer4"], grid=16, method="linear")
+        >>> maps.pixelwise.shape        # [layers, images, 16, 16], nats
+        >>> maps.mean()                 # [layers, images]: the layer's CID
     """
-    from deepinfo._engine import estimate
-
-    return estimate(
-        "cid", model, x, layers, beta, grid, method, None, n_probes=n_probes, steps=steps, draws=draws,
-        lr=lr, eval_draws=eval_draws, max_eval_draws=max_eval_draws, sigma_max=sigma_max, tol=tol,
-        batch_size=batch_size, seed=seed, init=init, progress=progress, calibrate=calibrate, rel_se=rel_se,
-    )
+    s = Settings.of(settings, **overrides)
+    return _engine.run("cid", model, x, layers, s, solve_layer, batch_size=batch_size, progress=progress)
 
 
-def ru(
-    model: nn.Module,
-    decoders: Mapping[str, nn.Module],
-    x: torch.Tensor,
-    layers: str | Sequence[str],
-    beta: float = DEFAULT_BETA,
-    grid: int | tuple[int, int] | None = None,
-    *,
-    n_probes: int = 32,
-    steps: int = 20,
-    draws: int = 8,
-    lr: float = 0.02,
-    eval_draws: int = 8,
-    max_eval_draws: int | None = None,
-    rel_se: float | None = None,
-    sigma_max: float = 10.0,
-    tol: float = 0.05,
-    batch_size: int | None = None,
-    seed: int = 0,
-    init: str = "linear",
-    progress: bool = True,
-) -> InfoMaps:
+def ru(model: nn.Module, decoders: Mapping[str, nn.Module], x: torch.Tensor, layers: str | Sequence[str],
+       settings: Settings | None = None, *, batch_size: int | None = None, progress: bool = True,
+       **overrides) -> InfoMaps:
     """Pixel-wise reconstruction uncertainty (RU, Eq. 6-7) of one or several layers.
 
     ``decoders[layer]`` maps that layer's output ``[N, *feature_shape]`` back to images
     ``[N, C, H, W]`` (see :func:`deepinfo.decoder.train_decoder`). Sigma is learned with the same
     constraint as CID (starting from the CID closed form), with the mean pixel-wise RU as the
-    entropy term. Other arguments and the result are as in :func:`cid`; ``pixelwise`` holds RU in nats.
+    entropy term: RU always optimises (``method`` is set to ``"optimize"``). Other arguments and
+    the result are as in :func:`cid`; ``pixelwise`` holds RU in nats.
     """
     from deepinfo._features import resolve_layers
 
+    if "method" in overrides:
+        raise TypeError("ru always optimises sigma (the Lagrangian of Eq. 7): it takes no method")
+    s = Settings.of(settings, **overrides, method="optimize")
     layers_list = resolve_layers(model, layers)
     if not isinstance(decoders, Mapping):
         raise ValueError("decoders must be a mapping {layer name: decoder module}")
     missing = [n for n in layers_list if n not in decoders]
     if missing:
         raise KeyError(f"no decoder for layers {missing}; decoders are given for {list(decoders)}")
-    from deepinfo._engine import estimate
-
-    return estimate(
-        "ru", model, x, layers_list, beta, grid, "optimize", decoders, n_probes=n_probes, steps=steps,
-        draws=draws, lr=lr, eval_draws=eval_draws, max_eval_draws=max_eval_draws, sigma_max=sigma_max,
-        tol=tol, batch_size=batch_size, seed=seed, init=init, progress=progress, rel_se=rel_se,
-    )
+    return _engine.run("ru", model, x, layers_list, s, solve_layer, decoders=decoders, batch_size=batch_size,
+                       progress=progress)
 
 
 def foreground_cells(mask_or_boxes, image_size: tuple[int, int], grid: tuple[int, int], batch: int) -> torch.Tensor:

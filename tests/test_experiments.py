@@ -13,15 +13,13 @@ def _artifacts(tmp_path, monkeypatch):
     monkeypatch.setenv("DEEPINFO_ARTIFACTS", str(tmp_path / "artifacts"))
 
 
-def test_estimator_kwargs_follow_the_profile_and_accept_overrides():
-    p = load_profile("smoke")
-    kw = E.estimator_kwargs(p, beta=1e-3)
-    assert kw["beta"] == 1e-3 and kw["grid"] == p.estimator.grid and kw["steps"] == p.estimator.steps
-    import inspect
-
+def test_the_profile_estimator_is_the_settings_cid_takes():
     import deepinfo
 
-    assert set(kw) <= set(inspect.signature(deepinfo.cid).parameters)
+    p = load_profile("smoke")
+    s = deepinfo.Settings.of(p.estimator, beta=1e-3)
+    assert type(s) is deepinfo.Settings and s.beta == 1e-3
+    assert (s.grid, s.steps, s.method) == (p.estimator.grid, p.estimator.steps, p.estimator.method)
 
 
 def test_smoke_data_are_synthetic_sized_by_the_profile_with_masks():

@@ -42,3 +42,58 @@ def test_no_relative_imports_hide_the_layers():
     relative = [str(p.relative_to(PKG)) for p in PKG.rglob("*.py")
                 if any(isinstance(n, ast.ImportFrom) and n.level for n in ast.walk(ast.parse(p.read_text())))]
     assert not relative, relative
+
+
+def _graph() -> dict[str, set[str]]:
+    """Module -> the deepinfo modules it imports (at the top or inside functions), from the source."""
+    modules = {}
+    for path in PKG.rglob("*.py"):
+        parts = path.relative_to(PKG).with_suffix("").parts
+        name = ".".join(("deepinfo",) + (parts[:-1] if parts[-1] == "__init__" else parts))
+        modules[name] = path
+    graph = {}
+    for name, path in modules.items():
+        targets = set()
+        for t in _imports(path):
+            while t not in modules and "." in t:  # an attribute imported from a module
+                t = t.rsplit(".", 1)[0]
+            if t != name and t in modules:
+                targets.add(t)
+        graph[name] = targets
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1 on the stack, 2 done
+    stack: list[str] = []
+
+    def visit(n):
+        state[n] = 1
+        stack.append(n)
+        for m in sorted(graph[n]):
+            if state.get(m) == 1:
+                return stack[stack.index(m):] + [m]
+            if m not in state and (found := visit(m)):
+                return found
+        stack.pop()
+        state[n] = 2
+        return None
+
+    for n in sorted(graph):
+        if n not in state and (found := visit(n)):
+            return found
+    return None
+
+
+def test_the_core_has_no_import_cycle():
+    """The estimator core (top-level modules) imports in one direction: no module of it reaches
+    itself again, even through imports inside functions."""
+    graph = _graph()
+    core = {n: {t for t in ts if _tier(t) == 0 and t.count(".") == 1} for n, ts in graph.items()
+            if _tier(n) == 0 and n.count(".") == 1 and n != "deepinfo"}
+    assert _cycle(core) is None, " -> ".join(_cycle(core))
+
+
+def test_the_cycle_check_can_fail():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set()}) is None

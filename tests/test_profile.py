@@ -193,11 +193,11 @@ def test_ints_are_accepted_for_floats(tmp_path):
         ("compression", "keep", "[0.38, 1.5]", r"compression\.keep"),
         ("dynamics", "snapshot_epochs", "[0, 1, 5]", r"snapshot_epochs"),
         ("layers", "resnet44", None, r"\[layers\] has no entry for \['resnet44'\]"),
-        ("estimator", "beta", "-1.0", r"estimator\.beta and betas must be > 0"),
+        ("estimator", "beta", "-1.0", r"\[estimator\]: beta must be a positive number"),
+        ("estimator", "betas", "[1e-4, 0.0]", r"estimator\.betas must be > 0"),
         ("data.cifar", "n_train", None, r"data\.cifar\.n_train is required for synthetic data"),
         ("networks.cifar", "weights", '"published"', r"'published' needs dataset cifar10"),
-        ("estimator", "grid", "64", r"estimator\.grid must be in 1\.\.32"),
-        ("estimator", "max_eval_draws", "4", r"estimator\.max_eval_draws must be >= eval_draws"),
+        ("estimator", "max_eval_draws", "4", r"\[estimator\]: max_eval_draws must be >= eval_draws"),
         ("estimator.n_images", "ru", "0", r"estimator\.n_images\.ru must be >= 1"),
         ("data", "num_workers", "-1", r"data\.num_workers must be >= 0"),
     ],
@@ -208,9 +208,11 @@ def test_inconsistent_values_are_errors(tmp_path, section, key, value, pattern):
 
 
 def test_missing_key_and_bad_toml(tmp_path):
-    path = write_variant(tmp_path, set_key("estimator", "tol", None))
-    with pytest.raises(ValueError, match=r"missing key 'tol' in \[estimator\]"):
+    path = write_variant(tmp_path, set_key("estimator", "betas", None))
+    with pytest.raises(ValueError, match=r"missing key 'betas' in \[estimator\]"):
         load_profile(path)
+    # the estimator's own settings have deepinfo.Settings' defaults
+    assert load_profile(write_variant(tmp_path, set_key("estimator", "tol", None))).estimator.tol == 0.05
     path = write_variant(tmp_path, lambda t: t + "\n[oops\n")
     with pytest.raises(ValueError, match="not valid TOML"):
         load_profile(path)

@@ -9,7 +9,7 @@ network loads it instantly.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 from torch import nn
@@ -44,16 +44,6 @@ class Trained:
 
 def _profile(profile) -> Profile:
     return load_profile(profile)
-
-
-def estimator_kwargs(profile, **overrides) -> dict[str, Any]:
-    """Keyword arguments for ``deepinfo.cid`` / ``deepinfo.ru`` from the profile's estimator section."""
-    e = _profile(profile).estimator
-    kw = dict(beta=e.beta, grid=e.grid, method=e.method, steps=e.steps, lr=e.lr, draws=e.draws,
-              n_probes=e.n_probes, eval_draws=e.eval_draws, sigma_max=e.sigma_max, tol=e.tol,
-              max_eval_draws=e.max_eval_draws)
-    kw.update(overrides)
-    return kw
 
 
 # --- data ------------------------------------------------------------------------------------
@@ -443,14 +433,14 @@ def _pruned_stages(base: Trained, arch: str, keep: tuple[float, ...],
     for i, target in enumerate(keep):
         info: dict = {}
 
-        def build(prev=previous, target=target, info=info):
+        def pruned(prev=previous, target=target, info=info):
             net, info["pruning"] = next_stage(prev.model, target)
             return net
 
         config = {"compression": {"method": "Han et al. 2016 magnitude pruning: |w| < s * std(layer weights), "
                                             "s_conv / s_fc keep the same fraction of conv and FC weights",
                                   "keep": list(keep[:i + 1]), "from": previous.key}}
-        stage = train_stage(f"{arch}-pruned{i + 1}", config, build)
+        stage = train_stage(f"{arch}-pruned{i + 1}", config, pruned)
         achieved = kept_fraction(stage.model)  # from the masks, before they are folded in
         make_permanent(stage.model)
         stage.info["pruning"] = info["pruning"]

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from deepinfo.paths import data_dir as _data_dir
+from deepinfo.settings import Settings
 from deepinfo.toolkit.training import Recipe
 
 __all__ = [
@@ -190,23 +191,15 @@ class ImagesPerFigure:
     paper_loop: int | None = None  # 02: images for the authors' fixed-lambda loop (None: 1)
 
 
-@dataclass(frozen=True)
-class Estimator:
-    """Settings of ``deepinfo.cid`` / ``deepinfo.ru`` (same names as their keyword arguments)."""
+@dataclass(frozen=True, kw_only=True)
+class Estimator(Settings):
+    """The estimators' settings (:class:`deepinfo.Settings`, the same names and defaults, checked
+    there), and what the notebooks add: the beta sweep, images per figure and the batch size.
+    ``deepinfo.cid(model, x, layers, P.estimator)`` takes it as it is."""
 
-    beta: float
     betas: tuple[float, ...]  # the sweep of Fig. 3(b)
-    method: Literal["optimize", "linear"]
-    steps: int
-    lr: float
-    draws: int  # noise draws per step
-    n_probes: int  # vector-Jacobian probes for delta_f and the Jacobian column energies
-    eval_draws: int  # draws to measure the achieved ratio
-    sigma_max: float
-    tol: float  # accepted |r - 1|
     n_images: ImagesPerFigure
-    grid: int | None = None  # cells per side; None = one cell per pixel
-    max_eval_draws: int | None = None  # cap on the draws of one ratio measurement; None = deepinfo.cid's
+    batch_size: int | None = None  # perturbed images per forward pass; None = deepinfo.cid's default
 
 
 @dataclass(frozen=True)
@@ -547,17 +540,10 @@ def _check(p: Profile) -> None:
         need(spec != () and spec != "", f"[layers].{arch} is empty")
 
     e = p.estimator
-    need(e.beta > 0 and all(b > 0 for b in e.betas), "estimator.beta and betas must be > 0")
+    need(all(b > 0 for b in e.betas), "estimator.betas must be > 0")
     need(list(e.betas) == sorted(set(e.betas)) and len(e.betas) >= 2,
          f"estimator.betas must be >= 2 increasing values, got {e.betas}")
-    smallest = min(p.data.cifar.image_size, p.data.cub.image_size, p.data.segmentation.image_size)
-    need(e.grid is None or 1 <= e.grid <= smallest,
-         f"estimator.grid must be in 1..{smallest} or left out, got {e.grid}")
-    for key in ("steps", "draws", "n_probes", "eval_draws"):
-        need(getattr(e, key) >= 1, f"estimator.{key} must be >= 1")
-    need(e.lr > 0 and e.sigma_max > 0 and 0 < e.tol < 1, "estimator.lr, sigma_max > 0 and 0 < tol < 1")
-    need(e.max_eval_draws is None or e.max_eval_draws >= e.eval_draws,
-         f"estimator.max_eval_draws must be >= eval_draws ({e.eval_draws}) or left out, got {e.max_eval_draws}")
+    need(e.batch_size is None or e.batch_size >= 1, f"estimator.batch_size must be >= 1, got {e.batch_size}")
     for f in dataclasses.fields(ImagesPerFigure):
         v = getattr(e.n_images, f.name)
         need(v is None or v >= 1, f"estimator.n_images.{f.name} must be >= 1")
