@@ -1,6 +1,6 @@
 # deepinfo: every target creates and fills .venv when it is missing or stale.
 #
-#   make reproduce [PROFILE=smoke|cpu|paper] [PARAMS="n_images=4 ..."] [ONLY="02 05"] [FORCE=1]
+#   make reproduce [PROFILE=smoke|cpu|paper] [SET="estimator.batch_size=64 ..."] [PARAMS="n_images=4 ..."] [ONLY="02 05"] [FORCE=1]
 #   make book [PROFILE=...]     rebuild the book from what has run
 #   make test                   unit tests, the smoke run + book, nbval, the book in Chromium
 SHELL := /bin/bash
@@ -10,6 +10,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROFILE ?= smoke
 PARAMS ?=
+SET ?=
 ONLY ?=
 FORCE ?=
 # the offline copy of the real data, when it sits beside the repository (CI, developers)
@@ -46,7 +47,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_estimators.py $(BENCH_ARGS)
 
 reproduce: $(STAMP)
-	$(PY) -m deepinfo.book.reproduce --profile $(PROFILE) $(addprefix -p ,$(PARAMS)) \
+	$(PY) -m deepinfo.book.reproduce --profile $(PROFILE) $(addprefix -p ,$(PARAMS)) $(addprefix --set ,$(SET)) \
 		$(if $(strip $(ONLY)),--only $(ONLY)) $(if $(strip $(FORCE)),--force)
 
 book: $(STAMP)

@@ -221,3 +221,23 @@ def test_missing_key_and_bad_toml(tmp_path):
 def test_data_root_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("DEEPINFO_DATA", str(tmp_path))
     assert load_profile("cpu").data_root() == tmp_path
+
+
+def test_a_profile_extends_another_and_sets_only_what_differs(tmp_path):
+    from deepinfo.toolkit.profile import override_text
+
+    (tmp_path / "mine.toml").write_text('extends = "smoke"\nname = "mine"\nartifacts = "mine"\n'
+                                        "[estimator]\nbeta = 1e-3\n[estimator.n_images]\nmaps = 2\n")
+    p, smoke = load_profile(tmp_path / "mine.toml"), load_profile("smoke")
+    assert (p.name, p.artifacts, p.estimator.beta, p.estimator.n_images.maps) == ("mine", "mine", 1e-3, 2)
+    assert p.estimator.n_images.layer_curves == smoke.estimator.n_images.layer_curves  # merged, not replaced
+    assert p.training == smoke.training
+    # a profile extending a file (relative to it), with dotted overrides as from a command line
+    (tmp_path / "more.toml").write_text(override_text("mine.toml", ["estimator.method=linear", "seed=5"]))
+    q = load_profile(tmp_path / "more.toml")
+    assert (q.name, q.estimator.method, q.seed, q.estimator.beta) == ("mine", "linear", 5, 1e-3)
+    (tmp_path / "loop.toml").write_text('extends = "loop.toml"\n')
+    with pytest.raises(ValueError, match="in a circle"):
+        load_profile(tmp_path / "loop.toml")
+    with pytest.raises(ValueError, match="cannot be overridden"):
+        override_text("smoke", ["name=x"])

@@ -249,3 +249,17 @@ def test_failed_notebook_gets_a_placeholder_page(fake_book, nbdir):
     rp.build_book("smoke")
     page = (book / "_generated" / "notebooks" / "01_bad.md").read_text()
     assert "last run failed" in page and "artifacts/smoke/notebooks/01_bad.ipynb" in page
+
+
+def test_set_overrides_profile_keys_for_the_notebooks(nbdir, tmp_path):
+    write_notebook(nbdir / "01_a.ipynb", code=(
+        "from deepinfo.toolkit.profile import load_profile\n"
+        "P = load_profile(profile)\n"
+        "print('batch', P.estimator.batch_size, 'maps', P.estimator.n_images.maps, P.name)"))
+    rp.main(["--set", "estimator.batch_size=7", "--set", "estimator.n_images.maps=3", "--no-book"])
+    text = json.dumps(executed(tmp_path, "01_a")["cells"][-1]["outputs"])
+    assert "batch 7 maps 3 smoke" in text
+    with pytest.raises(SystemExit, match=r"unknown key 'batch_sise' in \[estimator\]"):
+        rp.main(["--set", "estimator.batch_sise=7", "--no-book"])
+    with pytest.raises(SystemExit, match="KEY=VALUE"):
+        rp.main(["--set", "estimator.batch_size", "--no-book"])

@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 from deepinfo.paths import artifacts_dir, repo_root
-from deepinfo.toolkit.profile import Profile, load_profile
+from deepinfo.toolkit.profile import Profile, load_profile, override_text
 
 NOTEBOOKS = repo_root() / "notebooks"
 BOOK = repo_root() / "book"
@@ -503,6 +503,8 @@ def main(argv=None) -> None:
     ap.add_argument("--profile", default="smoke", help="smoke (default), cpu, paper or a .toml path")
     ap.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
                     help="a notebook parameter, for the notebooks that define it (repeatable)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
+                    help="override a profile key, dotted (estimator.batch_size=64; repeatable)")
     ap.add_argument("--only", nargs="+", metavar="NAME", help="notebook names or number prefixes to run")
     ap.add_argument("--force", action="store_true", help="run even when the inputs are unchanged")
     group = ap.add_mutually_exclusive_group()
@@ -510,7 +512,13 @@ def main(argv=None) -> None:
     group.add_argument("--book-only", action="store_true", help="build the book from what has run")
     args = ap.parse_args(argv)
     try:
-        load_profile(args.profile)  # an unknown profile fails here, before anything runs
+        base = load_profile(args.profile)  # an unknown profile fails here, before anything runs
+        if args.sets:  # the run's profile: the base with the overrides, kept beside its artifacts
+            path = artifacts_dir(base.artifacts) / "profile-overrides.toml"
+            path.write_text(override_text(_profile_argument(args.profile), args.sets))
+            load_profile(path)
+            print(f"deepinfo: profile {base.name!r} with {', '.join(args.sets)} ({path})")
+            args.profile = str(path)
     except ValueError as exc:
         raise ReproduceError(str(exc)) from None
     params = parse_params(args.param)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import os
 import re
 import tomllib
@@ -61,6 +62,7 @@ __all__ = [
     "UNetNet",
     "available_profiles",
     "load_profile",
+    "override_text",
 ]
 
 #: The profiles shipped with the package, in order of size.
@@ -614,24 +616,12 @@ def _check(p: Profile) -> None:
         raise ValueError(f"profile {p.name!r} is inconsistent:\n  - " + "\n  - ".join(problems))
 
 
-def load_profile(name_or_path: str | os.PathLike | Profile) -> Profile:
-    """Load and validate a profile.
-
-    Args:
-        name_or_path: a shipped profile name (``"smoke"``, ``"cpu"``, ``"paper"``), the path of a
-            TOML file with the same schema, or a :class:`Profile` (returned as is).
-
-    Raises:
-        ValueError: unknown profile name (lists the shipped ones), unknown / missing keys,
-            wrong types or inconsistent values (the message names the key and its section).
-    """
-    if isinstance(name_or_path, Profile):
-        return name_or_path
-    text = None
+def _read(name_or_path: str | os.PathLike, seen: tuple[str, ...] = ()) -> tuple[dict[str, Any], str]:
+    """The TOML table of a profile with its ``extends`` chain merged in, and where it came from."""
     shipped = isinstance(name_or_path, str) and name_or_path in PROFILES
     if shipped:
         text = resources.files("deepinfo.toolkit").joinpath("profiles", f"{name_or_path}.toml").read_text(encoding="utf-8")
-        source = f"shipped profile {name_or_path!r}"
+        source, here = f"shipped profile {name_or_path!r}", None
     else:
         path = Path(name_or_path).expanduser()
         looks_like_path = path.suffix == ".toml" or os.sep in str(name_or_path)
@@ -643,16 +633,82 @@ def load_profile(name_or_path: str | os.PathLike | Profile) -> Profile:
                 + f": give one of {', '.join(PROFILES)} or the path of an existing .toml file"
             )
         text = path.read_text(encoding="utf-8")
-        source = str(path)
+        source, here = str(path), path.resolve().parent
+    if source in seen:
+        raise ValueError(f"profiles extend each other in a circle: {' -> '.join(seen + (source,))}")
     try:
         table = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"{source} is not valid TOML: {exc}") from None
+    parent = table.pop("extends", None)
+    if parent is None:
+        return table, source
+    if not isinstance(parent, str):
+        raise ValueError(f"{source}: extends must be a profile name or a .toml path, got {parent!r}")
+    if parent not in PROFILES and here is not None and not Path(parent).expanduser().is_absolute():
+        parent = str(here / parent)  # relative to the file that extends it
+    base, _ = _read(parent, seen + (source,))
+    return _merge(base, table), source
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``top``'s keys replaced; tables are merged key by key, everything else replaced."""
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def override_text(base: str, assignments: list[str]) -> str:
+    """A profile (TOML text) that extends ``base`` and sets dotted keys, e.g.
+    ``["estimator.batch_size=64", "estimator.n_images.layer_curves=32"]``.
+
+    Values are TOML (``64``, ``1e-4``, ``true``, ``[0.5, 0.25]``, ``"vgg16"``); a value that is
+    not TOML is taken as a string (``estimator.method=linear``).
+    """
+    lines = [f"extends = {json.dumps(str(base))}"]
+    for item in assignments:
+        key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", key):
+            raise ValueError(f"an override is KEY=VALUE with a dotted key (estimator.batch_size=64), got {item!r}")
+        if key in ("name", "extends"):
+            raise ValueError(f"{key} cannot be overridden (the run keeps its profile's name and artifacts)")
+        try:
+            tomllib.loads(f"v = {value}")
+        except tomllib.TOMLDecodeError:
+            value = json.dumps(value)
+        lines.append(f"{key} = {value}")
+    return "\n".join(lines) + "\n"
+
+
+def load_profile(name_or_path: str | os.PathLike | Profile) -> Profile:
+    """Load and validate a profile.
+
+    A profile file may start from another with ``extends = "paper"`` (a shipped name, or a path
+    relative to the file) and set only what differs: its tables are merged key by key into the
+    other's (see :func:`override_text` for dotted overrides from a command line).
+
+    Args:
+        name_or_path: a shipped profile name (``"smoke"``, ``"cpu"``, ``"paper"``), the path of a
+            TOML file with the same schema, or a :class:`Profile` (returned as is).
+
+    Raises:
+        ValueError: unknown profile name (lists the shipped ones), unknown / missing keys,
+            wrong types or inconsistent values (the message names the key and its section).
+    """
+    if isinstance(name_or_path, Profile):
+        return name_or_path
+    table, source = _read(name_or_path)
     try:
         profile = _build(Profile, table, "")
         _check(profile)
     except ValueError as exc:
         raise ValueError(f"{source}: {exc}") from None
+    shipped = isinstance(name_or_path, str) and name_or_path in PROFILES
     if shipped and profile.name != name_or_path:
         raise ValueError(f"{source}: its name is {profile.name!r}, expected {name_or_path!r}")
     return profile
