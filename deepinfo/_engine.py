@@ -99,43 +99,71 @@ Solve = Callable[[LayerProblem, Settings], LayerMaps]
 
 
 def run(kind: str, model: nn.Module, x: torch.Tensor, layers: str | Sequence[str], settings: Settings,
-        solve: Solve, decoders: Mapping[str, nn.Module] | None = None, batch_size: int | None = None,
-        progress: bool = True) -> InfoMaps:
+        solve: Solve, decoders: Mapping[str, nn.Module] | None = None, progress: bool = True) -> InfoMaps:
     """Estimate ``kind`` (``"cid"`` / ``"ru"``) maps of ``layers`` with ``solve`` for every layer and chunk."""
     x = check_images(x, "images", stacklevel=4)
     layers = resolve_layers(model, layers)
     device = model_device(model, x.device)
     x = x.detach().to(device)
-    if batch_size is None:
-        batch_size = 256 if device.type == "cuda" else 32
-    if not (isinstance(batch_size, int) and batch_size >= 1):
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     s = settings
+    batch_size = s.batch_size or (32 if device.type != "cuda" else None)  # a GPU's is sized below
     B, C, H, W = x.shape
     g = Grid.make(s.grid, (H, W))
     # RU of a cell averages squared errors over draws, channels and the cell's pixels; ~200 such
     # terms give it a sampling sd of about 0.5 * sqrt(2 / 200) = 0.05 nats (chi-square errors)
     min_draws = math.ceil(200 / (C * int(g.pixel_counts().min()))) if kind == "ru" else 0
-    per_chunk = max(1, batch_size // max(s.draws, s.eval_draws))  # perturbed images per pass <= batch_size
-    chunks = [(lo, min(B, lo + per_chunk)) for lo in range(0, B, per_chunk)]
     out: list[list[LayerMaps]] = [[] for _ in layers]
-    bar = tqdm(total=len(chunks) * len(layers), desc=f"{kind} ({s.method})", disable=not progress, leave=False)
+    bar = tqdm(desc=f"{kind} ({s.method})", disable=not progress, leave=False)
     try:
         with ExitStack() as guards, bar:
             for module in [model, *(decoders or {}).values()]:
                 guards.enter_context(ModelGuard(module))
             # the same features from fewer passes over memory (see _fold); the model is not changed
             tap = FeatureTap(fold_batchnorm(model, x[:1], layers), layers)
+            if batch_size is None:
+                batch_size = gpu_batch_size(tap, x, layers)
+            per_chunk = max(1, batch_size // max(s.draws, s.eval_draws))  # perturbed images per pass <= batch_size
+            chunks = [(lo, min(B, lo + per_chunk)) for lo in range(0, B, per_chunk)]
+            bar.reset(total=len(chunks) * len(layers))
             for lo, hi in chunks:
                 for li, problem in enumerate(_problems(tap, x, lo, hi, layers, g, s, decoders, min_draws, batch_size)):
                     out[li].append(solve(problem, s))
                     bar.update(1)
     except torch.cuda.OutOfMemoryError as e:
+        if batch_size is None:
+            raise torch.cuda.OutOfMemoryError(f"{kind}: out of GPU memory in one pass of 4 images") from e
         raise torch.cuda.OutOfMemoryError(
             f"{kind}: out of GPU memory with batch_size={batch_size} (perturbed images per forward "
             f"pass; peak memory scales with it): pass a smaller one, e.g. batch_size={max(1, batch_size // 4)}"
         ) from e
     return _assemble(kind, layers, out, s, g, (H, W))
+
+
+def gpu_batch_size(tap: FeatureTap, x: torch.Tensor, layers: list[str], fraction: float = 0.5,
+                   probe: int = 4, cap: int = 1024) -> int:
+    """Perturbed images per pass that fit in ``fraction`` of the GPU's free memory.
+
+    The memory per image is the peak of one forward and backward pass of ``probe`` copies of an
+    image through every measured layer (what the descent and the Jacobian probes do), so the size
+    follows the network and the image size. At most ``cap``, at least 1.
+    """
+    device = x.device
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    xp = x[:1].expand(probe, *x.shape[1:]).clone().requires_grad_(True)
+    with torch.enable_grad():
+        feats = tap(xp, layers)
+        sum(f.float().pow(2).sum() for f in feats.values()).backward()
+    per_image = (torch.cuda.max_memory_allocated(device) - before) / probe
+    del xp, feats
+    free, _ = torch.cuda.mem_get_info(device)
+    return fit_batch(free, per_image, fraction, cap)
+
+
+def fit_batch(free_bytes: float, bytes_per_image: float, fraction: float = 0.5, cap: int = 1024) -> int:
+    """``floor(fraction * free / per_image)`` within ``[1, cap]``."""
+    return int(max(1, min(cap, fraction * free_bytes // max(bytes_per_image, 1.0))))
 
 
 def _problems(tap, x, lo, hi, layers, g, s, decoders, min_draws, batch_size):

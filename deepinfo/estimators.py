@@ -144,7 +144,7 @@ def _entropy_term(p: LayerProblem):
 
 
 def cid(model: nn.Module, x: torch.Tensor, layers: str | Sequence[str], settings: Settings | None = None, *,
-        batch_size: int | None = None, progress: bool = True, **overrides) -> InfoMaps:
+        progress: bool = True, **overrides) -> InfoMaps:
     """Pixel-wise computational information discarding (CID) of one or several layers.
 
     Args:
@@ -156,11 +156,9 @@ def cid(model: nn.Module, x: torch.Tensor, layers: str | Sequence[str], settings
         layers: a module name from ``model.named_modules()`` or a list of them.
         settings: a :class:`~deepinfo.settings.Settings` (default: the paper's, ``beta = 1.5e-4``,
             one sigma per pixel, ``method="optimize"``).
-        batch_size: the largest number of perturbed images in one forward pass (default 32 on a
-            CPU, where batches that stay in cache run faster; 256 on a GPU). It never changes a map.
         progress: show a progress bar.
         **overrides: any field of :class:`~deepinfo.settings.Settings` by name (``beta``,
-            ``grid``, ``method``, ``seed``, ...), replacing the one of ``settings``.
+            ``grid``, ``method``, ``seed``, ``batch_size``, ...), replacing the one of ``settings``.
 
     Returns:
         :class:`InfoMaps` with ``pixelwise [L, B, Gh, Gw]`` in nats and ``constraint [L, B]``,
@@ -174,12 +172,11 @@ def cid(model: nn.Module, x: torch.Tensor, layers: str | Sequence[str], settings
         >>> maps.mean()                 # [layers, images]: the layer's CID
     """
     s = Settings.of(settings, **overrides)
-    return _engine.run("cid", model, x, layers, s, solve_layer, batch_size=batch_size, progress=progress)
+    return _engine.run("cid", model, x, layers, s, solve_layer, progress=progress)
 
 
 def ru(model: nn.Module, decoders: Mapping[str, nn.Module], x: torch.Tensor, layers: str | Sequence[str],
-       settings: Settings | None = None, *, batch_size: int | None = None, progress: bool = True,
-       **overrides) -> InfoMaps:
+       settings: Settings | None = None, *, progress: bool = True, **overrides) -> InfoMaps:
     """Pixel-wise reconstruction uncertainty (RU, Eq. 6-7) of one or several layers.
 
     ``decoders[layer]`` maps that layer's output ``[N, *feature_shape]`` back to images
@@ -199,8 +196,7 @@ def ru(model: nn.Module, decoders: Mapping[str, nn.Module], x: torch.Tensor, lay
     missing = [n for n in layers_list if n not in decoders]
     if missing:
         raise KeyError(f"no decoder for layers {missing}; decoders are given for {list(decoders)}")
-    return _engine.run("ru", model, x, layers_list, s, solve_layer, decoders=decoders, batch_size=batch_size,
-                       progress=progress)
+    return _engine.run("ru", model, x, layers_list, s, solve_layer, decoders=decoders, progress=progress)
 
 
 def foreground_cells(mask_or_boxes, image_size: tuple[int, int], grid: tuple[int, int], batch: int) -> torch.Tensor:

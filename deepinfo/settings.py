@@ -3,8 +3,8 @@
 Every choice that changes the numbers of a map is a field here, with its default and its check;
 ``deepinfo.cid(model, x, layers, settings, **overrides)`` takes it (or its fields by name), and a
 profile's ``[estimator]`` section is a :class:`Settings` with the profile's extras
-(:class:`deepinfo.toolkit.profile.Estimator`). How the work is spread over memory (``batch_size``)
-and whether a progress bar shows are arguments of the call, not settings: they never change a map.
+(:class:`deepinfo.toolkit.profile.Estimator`). ``batch_size`` is here too, so that a profile can
+size the work to its GPU, although it never changes a map.
 """
 
 from __future__ import annotations
@@ -46,6 +46,10 @@ class Settings:
             ratio then shows how non-linear the layer is.
         seed: noise and probes come from generators seeded by ``(seed, image index, layer)``, so
             an image's map depends neither on the other images nor on the batch size.
+        batch_size: the largest number of perturbed images in one forward pass; peak memory
+            scales with it. ``None``: 32 on a CPU (batches that stay in cache run faster); on a
+            GPU, what fits in half its free memory (measured on one pass, at most 1024). It
+            never changes a map.
     """
 
     beta: float = DEFAULT_BETA
@@ -63,6 +67,7 @@ class Settings:
     init: Literal["linear", "constant"] = "linear"
     calibrate: bool = True
     seed: int = 0
+    batch_size: int | None = None
 
     def __post_init__(self) -> None:
         def need(ok: bool, message: str) -> None:
@@ -86,6 +91,8 @@ class Settings:
              f"max_eval_draws must be >= eval_draws ({self.eval_draws}) or None, got {self.max_eval_draws!r}")
         need(self.rel_se is None or 0 < self.rel_se < 1, f"rel_se must be in (0, 1) or None, got {self.rel_se!r}")
         need(isinstance(self.seed, int), f"seed must be an integer, got {self.seed!r}")
+        need(self.batch_size is None or (isinstance(self.batch_size, int) and self.batch_size >= 1),
+             f"batch_size must be a positive integer or None, got {self.batch_size!r}")
 
     @property
     def precision(self) -> float:

@@ -104,3 +104,17 @@ def test_augmentation_on_cuda_equals_the_cpus():
     cpu = augment([x, torch.zeros(8), masks], recipe, torch.Generator().manual_seed(1))
     gpu = augment([x.cuda(), torch.zeros(8).cuda(), masks.cuda()], recipe, torch.Generator().manual_seed(1))
     assert torch.equal(cpu[0], gpu[0].cpu()) and torch.equal(cpu[2], gpu[2].cpu())
+
+
+def test_the_batch_is_sized_to_the_free_gpu_memory():
+    from deepinfo._engine import gpu_batch_size
+    from deepinfo._features import FeatureTap
+
+    net = cifar_resnet(20).cuda().eval()
+    x = torch.rand(2, 3, 32, 32, device="cuda")
+    tap = FeatureTap(net, ["layer1", "layer3"])
+    n = gpu_batch_size(tap, x, ["layer1", "layer3"])
+    free, _ = torch.cuda.mem_get_info()
+    assert 1 <= n <= 1024 and n > 16  # a ResNet-20 on 32 px images: far more than 16 fit on any GPU
+    maps = deepinfo.cid(net, x, ["layer3"], method="linear", progress=False)  # sized automatically
+    assert maps.pixelwise.shape == (1, 2, 32, 32)

@@ -563,3 +563,12 @@ def test_a_model_that_cannot_take_channels_last_images_runs_as_it_is():
     tap = FeatureTap(conv, ["2"])
     with torch.no_grad():
         assert torch.allclose(tap(x)["2"], conv(x), atol=1e-6) and tap.channels_last
+
+
+def test_fit_batch_takes_the_fraction_of_free_memory_within_bounds():
+    from deepinfo._engine import fit_batch
+
+    assert fit_batch(80e9, 100e6) == 400          # half of 80 GB at 100 MB per image
+    assert fit_batch(80e9, 1e6) == 1024           # capped
+    assert fit_batch(1e6, 100e6) == 1             # at least one
+    assert fit_batch(80e9, 100e6, fraction=0.25) == 200

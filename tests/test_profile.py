@@ -241,3 +241,15 @@ def test_a_profile_extends_another_and_sets_only_what_differs(tmp_path):
         load_profile(tmp_path / "loop.toml")
     with pytest.raises(ValueError, match="cannot be overridden"):
         override_text("smoke", ["name=x"])
+
+
+def test_a_profile_that_requires_cuda_fails_at_once_without_it(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert load_profile("paper").device == "cuda"
+    with pytest.raises(RuntimeError, match="profile 'paper' requires CUDA.*device = \"auto\""):
+        load_profile("paper").torch_device()
+    assert load_profile("smoke").torch_device() == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert load_profile("paper").torch_device() == torch.device("cuda")

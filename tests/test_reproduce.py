@@ -263,3 +263,13 @@ def test_set_overrides_profile_keys_for_the_notebooks(nbdir, tmp_path):
         rp.main(["--set", "estimator.batch_sise=7", "--no-book"])
     with pytest.raises(SystemExit, match="KEY=VALUE"):
         rp.main(["--set", "estimator.batch_size", "--no-book"])
+
+
+def test_the_paper_profile_stops_before_any_notebook_without_cuda(nbdir, tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    write_notebook(nbdir / "01_a.ipynb")
+    with pytest.raises(SystemExit, match="requires CUDA"):
+        rp.main(["--profile", "paper", "--no-book"])
+    assert not (tmp_path / "artifacts" / "paper" / "notebooks" / "01_a.ipynb").exists()  # nothing ran

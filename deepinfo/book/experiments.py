@@ -102,7 +102,7 @@ def train_cached(profile, name: str, config: dict, build_model: Callable[[], nn.
     p = _profile(profile)
     model, history = cache.get_trained(name, config, build_model, build_data, recipe, profile=p.artifacts,
                                        seed=p.seed, loss_fn=loss_fn, keep_epochs=keep_epochs,
-                                       val_data=val_data, progress=progress, device="cpu" if not torch.cuda.is_available() else None,
+                                       val_data=val_data, progress=progress, device=p.torch_device(),
                                        num_workers=p.data.num_workers)
     path = cache.checkpoint_path(name, config, recipe, profile=p.artifacts, seed=p.seed, keep_epochs=keep_epochs)
     return Trained(name, model.eval(), path.stem, history)

@@ -521,6 +521,10 @@ def main(argv=None) -> None:
             args.profile = str(path)
     except ValueError as exc:
         raise ReproduceError(str(exc)) from None
+    try:
+        load_profile(args.profile).torch_device()  # a profile that needs a GPU fails here, saying why
+    except RuntimeError as exc:
+        raise ReproduceError(str(exc)) from None
     params = parse_params(args.param)
     if args.book_only and (params or args.only or args.force):
         raise ReproduceError("--book-only runs nothing: -p, --only and --force do not apply")

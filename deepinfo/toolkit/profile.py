@@ -196,12 +196,11 @@ class ImagesPerFigure:
 @dataclass(frozen=True, kw_only=True)
 class Estimator(Settings):
     """The estimators' settings (:class:`deepinfo.Settings`, the same names and defaults, checked
-    there), and what the notebooks add: the beta sweep, images per figure and the batch size.
+    there, ``batch_size`` included), and what the notebooks add: the beta sweep and images per figure.
     ``deepinfo.cid(model, x, layers, P.estimator)`` takes it as it is."""
 
     betas: tuple[float, ...]  # the sweep of Fig. 3(b)
     n_images: ImagesPerFigure
-    batch_size: int | None = None  # perturbed images per forward pass; None = deepinfo.cid's default
 
 
 @dataclass(frozen=True)
@@ -333,6 +332,29 @@ class Profile:
     damage: Damage
     dynamics: Dynamics
     second_line: SecondLine
+    # where networks train: "cuda" requires a usable GPU (a run fails at once without one),
+    # "auto" takes the GPU when there is one, "cpu" never does
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+
+    def torch_device(self) -> "torch.device":
+        """The device of this profile's training (see ``device``).
+
+        Raises:
+            RuntimeError: ``device = "cuda"`` and CUDA is not usable here, saying why.
+        """
+        import torch
+
+        if self.device == "cpu":
+            return torch.device("cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if self.device == "auto":
+            return torch.device("cpu")
+        why = ("this torch build has no CUDA" if torch.version.cuda is None
+               else f"torch {torch.__version__} (CUDA {torch.version.cuda}) finds no usable GPU")
+        raise RuntimeError(
+            f"profile {self.name!r} requires CUDA (device = \"cuda\"), but {why}. Run it on a GPU "
+            f"machine, or extend it with device = \"auto\" to run it (slowly) on the CPU")
 
     @property
     def needs_data(self) -> bool:
@@ -545,7 +567,6 @@ def _check(p: Profile) -> None:
     need(all(b > 0 for b in e.betas), "estimator.betas must be > 0")
     need(list(e.betas) == sorted(set(e.betas)) and len(e.betas) >= 2,
          f"estimator.betas must be >= 2 increasing values, got {e.betas}")
-    need(e.batch_size is None or e.batch_size >= 1, f"estimator.batch_size must be >= 1, got {e.batch_size}")
     for f in dataclasses.fields(ImagesPerFigure):
         v = getattr(e.n_images, f.name)
         need(v is None or v >= 1, f"estimator.n_images.{f.name} must be >= 1")
