@@ -30,7 +30,10 @@ import typing
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    import torch
 
 from deepinfo.paths import data_dir as _data_dir
 from deepinfo.settings import Settings
@@ -336,7 +339,7 @@ class Profile:
     # "auto" takes the GPU when there is one, "cpu" never does
     device: Literal["auto", "cuda", "cpu"] = "auto"
 
-    def torch_device(self) -> "torch.device":
+    def torch_device(self) -> torch.device:
         """The device of this profile's training (see ``device``).
 
         Raises:
