@@ -26,7 +26,7 @@ def tiny_profile(**dynamics):
     one = Recipe(epochs=2, batch_size=8, lr=0.002, optimizer="adam")
     training = dataclasses.replace(p.training, cifar_resnet=one, cub=one)
     dyn = dataclasses.replace(p.dynamics, depth=8, snapshot_epochs=(0, 1, 2), **dynamics)
-    return dataclasses.replace(p, data=data, training=training, dynamics=dyn)
+    return dataclasses.replace(p, data=data, training=training, dynamics=dyn, layers={**p.layers, "resnet8": "blocks"})
 
 
 def _refuse_training(monkeypatch):
@@ -92,7 +92,7 @@ def test_profile_rejects_bad_new_keys(tmp_path):
         load_profile(bad)
     head, dyn = text.rsplit("[dynamics]", 1)
     bad.write_text(head + "[dynamics]" + dyn.replace('layers = "stages"', "layers = []"))
-    with pytest.raises(ValueError, match="dynamics.layers"):
+    with pytest.raises(ValueError, match=r"\[dynamics\]: layers is empty"):
         load_profile(bad)
     bad.write_text(text.replace("[adversarial.recipe]\n", "[adversarial.recipe]\nepoch = 3\n"))
     with pytest.raises(ValueError, match="epoch"):

@@ -38,7 +38,8 @@ def _fake_cub(root: Path) -> Path:
 def _cub_profile(root: Path, image_size: int = 20):
     p = load_profile("cpu")
     cub = replace(p.data.cub, dataset="cub200", image_size=image_size, num_classes=2, n_train=None, n_test=None)
-    return replace(p, data=replace(p.data, data_dir=str(root), download=False, cub=cub))
+    return replace(p, data=replace(p.data, data_dir=str(root), download=False, cub=cub),
+                   evaluation=replace(p.evaluation, robustness_top_k=1))
 
 
 def test_uncropped_cub_keeps_the_whole_image_and_the_box_as_mask(tmp_path):

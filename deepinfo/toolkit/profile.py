@@ -10,11 +10,17 @@ Three ship with the package (``deepinfo/toolkit/profiles/*.toml``):
   published CIFAR ResNets, narrow CUB nets at low resolution: the book in under an hour on 2 cores.
 - ``paper`` -- the paper's data, architectures and schedules, for a GPU.
 
-Public names: :func:`load_profile`, :func:`available_profiles`, :class:`Profile` and its section
-dataclasses (all frozen). Loading validates everything: an unknown key anywhere is a
-``ValueError`` naming the key, its section, the accepted keys and the nearest one; a missing key,
-a value of the wrong type or out of range is a ``ValueError`` too. Optional values (``None``) are
-written by leaving the key out (TOML has no null).
+Public names: :func:`load_profile`, :func:`override_text`, :func:`available_profiles`,
+:class:`Profile` and its section dataclasses (all frozen). A small generic loader turns the TOML
+tables into these dataclasses: an unknown key anywhere is a ``ValueError`` naming the key, its
+section, the accepted keys and the nearest one; a missing key or a value of the wrong type is one
+too. The values are checked by the code that owns them: each section in its ``__post_init__``
+(the estimator's keys by :class:`deepinfo.Settings`, a recipe by
+:class:`~deepinfo.toolkit.training.Recipe`, a CIFAR ResNet depth by
+:func:`~deepinfo.models.cifar_resnet.blocks_per_stage`, architecture names against
+:data:`deepinfo.models.vision.ARCHITECTURES`), and the :class:`Profile` what spans sections. So a
+section built in code (``dataclasses.replace``) is checked like a loaded one. Optional values
+(``None``) are written by leaving the key out (TOML has no null).
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     import torch
 
+from deepinfo.models.cifar_resnet import blocks_per_stage
+from deepinfo.models.vision import ARCHITECTURES
 from deepinfo.paths import data_dir as _data_dir
 from deepinfo.settings import Settings
 from deepinfo.toolkit.training import Recipe
@@ -72,7 +80,7 @@ __all__ = [
 PROFILES = ("smoke", "cpu", "paper")
 
 #: Architectures of the CUB-200 experiments (``deepinfo.models.build`` names).
-CUB_ARCHS = ("alexnet", "vgg16", "vgg19", "resnet18", "resnet34", "resnet50")
+CUB_ARCHS = ARCHITECTURES
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -80,6 +88,30 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # --------------------------------------------------------------------------------------------
 # Schema
 # --------------------------------------------------------------------------------------------
+
+
+def _need(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+def _check_set(spec) -> None:
+    """The sizes of a data set section."""
+    _need(spec.image_size >= 8, f"image_size must be >= 8, got {spec.image_size}")
+    for key in ("n_train", "n_test"):
+        n = getattr(spec, key)
+        _need(n is None or n >= 1, f"{key} must be >= 1 (leave it out for all images), got {n}")
+        _need(spec.dataset != "synthetic" or n is not None, f"{key} is required for synthetic data")
+    if hasattr(spec, "num_classes"):
+        _need(spec.num_classes >= 2, f"num_classes must be >= 2, got {spec.num_classes}")
+
+
+def _check_archs(key: str, archs) -> None:
+    """Architecture names as ``deepinfo.models.build`` knows them (the nearest one suggested)."""
+    for a in archs:
+        close = difflib.get_close_matches(a, ARCHITECTURES, n=1)
+        _need(a in ARCHITECTURES, f"{key}: unknown architecture {a!r}"
+              + (f" (did you mean {close[0]!r}?)" if close else "") + f"; accepted: {', '.join(ARCHITECTURES)}")
 
 
 @dataclass(frozen=True)
@@ -91,6 +123,11 @@ class CifarData:
     num_classes: int
     n_train: int | None = None  # None = the whole split (a subset must be drawn at random)
     n_test: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_set(self)
+        _need(self.dataset != "cifar10" or self.num_classes == 10,
+              f"num_classes must be 10 for cifar10, got {self.num_classes}")
 
 
 @dataclass(frozen=True)
@@ -105,6 +142,9 @@ class CubData:
     n_train: int | None = None
     n_test: int | None = None
 
+    def __post_init__(self) -> None:
+        _check_set(self)
+
 
 @dataclass(frozen=True)
 class SegmentationData:
@@ -114,6 +154,9 @@ class SegmentationData:
     image_size: int  # side, pixels, of the images the U-Net sees (resized)
     n_train: int | None = None
     n_test: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_set(self)
 
 
 @dataclass(frozen=True)
@@ -130,11 +173,19 @@ class Data:
     # on it (nor does the checkpoint cache key)
     num_workers: int = 0
 
+    def __post_init__(self) -> None:
+        _need(self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}")
+
 
 @dataclass(frozen=True)
 class CifarNets:
     depths: tuple[int, ...]  # ResNet depths 6n+2
     weights: Literal["published", "train"]  # published checkpoints, or train with training.cifar_resnet
+
+    def __post_init__(self) -> None:
+        _need(len(self.depths) >= 1, "depths is empty")
+        for d in self.depths:
+            blocks_per_stage(d)
 
 
 @dataclass(frozen=True)
@@ -146,11 +197,22 @@ class CubNets:
     batch_norm: bool  # BatchNorm2d after every AlexNet/VGG conv (torchvision's vgg*_bn); ResNets always have it
     weights: str | None = None  # "imagenet" = fine-tune from ImageNet weights; None = random init
 
+    def __post_init__(self) -> None:
+        _check_archs("archs", self.archs)
+        _check_archs("correlation_archs", self.correlation_archs)
+        _need(0 < self.width <= 4, f"width must be in (0, 4], got {self.width}")
+        _need(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
+        _need(self.weights in (None, "imagenet"),
+              f"weights must be 'imagenet' or left out (random init), got {self.weights!r}")
+
 
 @dataclass(frozen=True)
 class UNetNet:
     base_channels: int  # channels of the first level (doubling per level)
     levels: int  # down-sampling steps
+
+    def __post_init__(self) -> None:
+        _need(self.base_channels >= 1 and self.levels >= 1, "base_channels and levels must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -195,6 +257,11 @@ class ImagesPerFigure:
     regimes_beta: int | None = None  # 02: the same over the other betas, on the shallowest ResNet (None: regimes)
     paper_loop: int | None = None  # 02: images for the authors' fixed-lambda loop (None: 1)
 
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            _need(v is None or v >= 1, f"{f.name} must be >= 1")
+
 
 @dataclass(frozen=True, kw_only=True)
 class Estimator(Settings):
@@ -204,6 +271,12 @@ class Estimator(Settings):
 
     betas: tuple[float, ...]  # the sweep of Fig. 3(b)
     n_images: ImagesPerFigure
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _need(all(b > 0 for b in self.betas), "betas must be > 0")
+        _need(list(self.betas) == sorted(set(self.betas)) and len(self.betas) >= 2,
+              f"betas must be >= 2 increasing values, got {self.betas}")
 
 
 @dataclass(frozen=True)
@@ -219,6 +292,12 @@ class Decoder:
     lr: float
     n_train: int | None = None  # training images per decoder (None = the whole train split)
 
+    def __post_init__(self) -> None:
+        _need(self.n_blocks >= 1 and all(b >= 1 for b in self.compare_blocks), "block counts must be >= 1")
+        _need(self.n_blocks in self.compare_blocks, "compare_blocks must include n_blocks")
+        _need(self.width >= 1 and self.epochs >= 1 and self.batch_size >= 1 and self.lr > 0, "sizes must be positive")
+        _need(self.n_train is None or self.n_train >= 1, "n_train must be >= 1 or left out")
+
 
 @dataclass(frozen=True)
 class Evaluation:
@@ -230,11 +309,23 @@ class Evaluation:
     robustness_max_steps: int  # steps of the minimal-perturbation search
     baselines: tuple[str, ...]  # attribution baselines shown beside CID maps
 
+    def __post_init__(self) -> None:
+        f = self.descriptive_fractions
+        _need(all(0 <= x < 1 for x in f) and list(f) == sorted(set(f)),
+              f"descriptive_fractions must increase within [0, 1), got {f}")
+        _need(self.robustness_top_k >= 1 and self.robustness_max_steps >= 1, "robustness settings must be >= 1")
+        _check_archs("localization_archs", self.localization_archs)
+        _check_archs("descriptive_arch", (self.descriptive_arch,))
+
 
 @dataclass(frozen=True)
 class Rescaling:
     arch: str
     factor: float  # w_L /= factor, b_L /= factor, w_{L+1} *= factor (Sec. 3.4)
+
+    def __post_init__(self) -> None:
+        _check_archs("arch", (self.arch,))
+        _need(self.factor > 0 and self.factor != 1, "factor must be > 0 and != 1")
 
 
 @dataclass(frozen=True)
@@ -245,6 +336,16 @@ class Compression:
     layers: str | tuple[str, ...] = "stages"  # Fig. 7(a)'s layers: "blocks" / "stages" or module names
     ru_layers: str | tuple[str, ...] = "same"  # RU at: "same" (the layers above) or module names ([] = none)
 
+    def __post_init__(self) -> None:
+        _check_archs("arch", (self.arch,))
+        _need(all(0 < k < 1 for k in self.keep) and list(self.keep) == sorted(set(self.keep), reverse=True),
+              f"keep must be decreasing fractions in (0, 1), got {self.keep}")
+        layers, ru = self.layers, self.ru_layers
+        _need(layers in ("blocks", "stages") if isinstance(layers, str) else len(layers) >= 1,
+              f"layers must be 'blocks', 'stages' or a non-empty list of module names, got {layers!r}")
+        _need(ru == "same" if isinstance(ru, str) else isinstance(layers, str) or set(ru) <= set(layers),
+              f"ru_layers must be 'same' or a list of module names (empty: no RU) among layers, got {ru!r}")
+
 
 @dataclass(frozen=True)
 class Distillation:
@@ -252,6 +353,12 @@ class Distillation:
     teachers: tuple[str, ...]
     temperature: float
     alpha: float  # weight of the distillation term (1 - alpha on the labels)
+
+    def __post_init__(self) -> None:
+        _check_archs("student", (self.student,))
+        _check_archs("teachers", self.teachers)
+        _need(self.student not in self.teachers, "the student is also a teacher")
+        _need(self.temperature > 0 and 0 <= self.alpha <= 1, "temperature must be > 0 and alpha in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -265,6 +372,11 @@ class Adversarial:
     # left out (None) = training.cub (the twin is then the shared cub_model(P, arch)). Hinted as a
     # plain Recipe, not Recipe | None, so a bad key inside the table gets the Recipe's own message.
     recipe: Recipe = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        _check_archs("arch", (self.arch,))
+        _need(0 < self.epsilon <= 1, f"epsilon must be in (0, 1] (pixel units, images in [0, 1]), got {self.epsilon}")
+        _need(self.step_size > 0 and self.steps >= 1, "step_size must be > 0 and steps >= 1")
 
 
 @dataclass(frozen=True)
@@ -280,6 +392,16 @@ class Damage:
     layers: str | tuple[str, ...]
     n_negatives: int | None = None  # None = as many as there are bird images
 
+    def __post_init__(self) -> None:
+        _need(set(self.archs) <= {"vgg16", "vgg19"}, f"archs must be VGG nets, got {self.archs}")
+        _need(all(i < 0 for i in self.conv_index), f"conv_index counts from the end (-1, -2, ...), got {self.conv_index}")
+        _need(self.n_filters >= 1 and self.kernel_size >= 1 and self.kernel_size % 2 == 1,
+              "n_filters must be >= 1 and kernel_size odd")
+        _need(self.n_negatives is None or self.n_negatives >= 1, "n_negatives must be >= 1 or left out")
+        _need(self.layers in ("blocks", "stages") if isinstance(self.layers, str)
+              else len(self.layers) >= 1 and all(isinstance(n, str) and n for n in self.layers),
+              f"layers must be 'blocks', 'stages' or a non-empty list of module names, got {self.layers!r}")
+
 
 @dataclass(frozen=True)
 class Dynamics:
@@ -289,6 +411,15 @@ class Dynamics:
     method: Literal["optimize", "linear"] | None = None  # CID method of this figure; None = estimator.method
     # blocks measured (module names, or "stages" / "blocks"); None = layers.resnet<depth>
     layers: str | tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        blocks_per_stage(self.depth)
+        _need(self.n_train is None or self.n_train >= 1, f"n_train must be >= 1 or left out, got {self.n_train}")
+        snaps = self.snapshot_epochs
+        _need(len(snaps) >= 1 and list(snaps) == sorted(set(snaps)) and snaps[0] >= 0,
+              f"snapshot_epochs must be increasing epochs >= 0, got {snaps}")
+        _need(self.layers is None or (self.layers != () and self.layers != ""),
+              "layers is empty (leave it out to use layers.resnet<depth>)")
 
 
 @dataclass(frozen=True)
@@ -311,6 +442,16 @@ class SecondLine:
     robustness_depths: tuple[int, ...]  # 09: ResNets measured beside the pruned stages
     n_images: int  # test images of the paired comparisons (08, 10)
     n_robustness: int  # 09: test images per net (each net's mean CID and distance is one point)
+
+    def __post_init__(self) -> None:
+        for d in (self.base_depth, self.teacher_depth, self.student_depth, *self.robustness_depths):
+            blocks_per_stage(d)
+        _need(bool(self.keep) and all(0 < k < 1 for k in self.keep)
+              and list(self.keep) == sorted(set(self.keep), reverse=True),
+              f"keep must be decreasing fractions in (0, 1), got {list(self.keep)}")
+        _need(self.teacher_depth != self.student_depth, "the teacher and the student have the same depth")
+        _need(self.n_images >= 1 and self.n_robustness >= 1,
+              f"n_images and n_robustness must be >= 1, got {self.n_images}, {self.n_robustness}")
 
 
 @dataclass(frozen=True)
@@ -338,6 +479,44 @@ class Profile:
     # where networks train: "cuda" requires a usable GPU (a run fails at once without one),
     # "auto" takes the GPU when there is one, "cpu" never does
     device: Literal["auto", "cuda", "cpu"] = "auto"
+
+    def __post_init__(self) -> None:
+        """What no section can check alone (each section checks its own keys)."""
+        p = self
+        _need(bool(_SAFE_NAME.match(p.artifacts)), f"artifacts must be a plain folder name, got {p.artifacts!r}")
+        _need(bool(_SAFE_NAME.match(p.name)), f"name must be a plain name, got {p.name!r}")
+        _need(p.data.cifar.dataset != "synthetic" or p.networks.cifar.weights == "train",
+              "networks.cifar.weights = 'published' needs dataset cifar10 (the checkpoints are CIFAR-10 models)")
+        # torchvision has ImageNet weights for vgg16_bn / vgg19_bn but none for an AlexNet with BN
+        _need(not (p.networks.cub.batch_norm and p.networks.cub.weights == "imagenet"
+                   and "alexnet" in self._cub_archs()),
+              "networks.cub.batch_norm = true with weights = 'imagenet' needs ImageNet weights of AlexNet "
+              "with batch norm, which torchvision does not have; set batch_norm = false or leave weights out")
+        _need(p.evaluation.robustness_top_k < p.data.cub.num_classes,
+              f"evaluation.robustness_top_k ({p.evaluation.robustness_top_k}) must be < data.cub.num_classes "
+              f"({p.data.cub.num_classes})")
+        needed = self._cub_archs() | {f"resnet{d}" for d in p.networks.cifar.depths + (p.dynamics.depth,)} | {"unet"}
+        missing = sorted(needed - set(p.layers))
+        _need(not missing, f"[layers] has no entry for {missing}")
+        for arch, spec in p.layers.items():
+            known = arch in ARCHITECTURES or arch == "unet" or (arch.startswith("resnet") and arch[6:].isdigit())
+            close = difflib.get_close_matches(arch, sorted(needed | set(ARCHITECTURES)), n=1)
+            _need(known, f"[layers]: unknown architecture {arch!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            _need(spec != () and spec != "", f"[layers].{arch} is empty")
+        n_train = p.data.cifar.n_train
+        _need(p.dynamics.n_train is None or n_train is None or p.dynamics.n_train <= n_train,
+              f"dynamics.n_train ({p.dynamics.n_train}) must be <= data.cifar.n_train ({n_train}): "
+              "it is a subset of that training set")
+        epochs = p.training.cifar_resnet.epochs
+        _need(p.dynamics.snapshot_epochs[-1] <= epochs,
+              f"dynamics.snapshot_epochs must be within 0..training.cifar_resnet.epochs ({epochs}), "
+              f"got {p.dynamics.snapshot_epochs}")
+
+    def _cub_archs(self) -> set[str]:
+        """Every CUB architecture some section uses."""
+        return {*self.networks.cub.archs, *self.networks.cub.correlation_archs, *self.evaluation.localization_archs,
+                self.evaluation.descriptive_arch, self.rescaling.arch, self.compression.arch,
+                self.distillation.student, *self.distillation.teachers, self.adversarial.arch, *self.damage.archs}
 
     def torch_device(self) -> torch.device:
         """The device of this profile's training (see ``device``).
@@ -491,153 +670,7 @@ def _build(cls: type, table: dict[str, Any], where: str) -> Any:
     try:
         return cls(**kwargs)
     except ValueError as exc:  # e.g. Recipe's own checks
-        raise ValueError(f"{section}: {exc}") from None
-
-
-def _check(p: Profile) -> None:
-    """Cross-field checks that the types alone cannot express."""
-    problems: list[str] = []
-
-    def need(ok: bool, message: str) -> None:
-        if not ok:
-            problems.append(message)
-
-    need(bool(_SAFE_NAME.match(p.artifacts)), f"artifacts must be a plain folder name, got {p.artifacts!r}")
-    need(bool(_SAFE_NAME.match(p.name)), f"name must be a plain name, got {p.name!r}")
-    need(p.data.num_workers >= 0, f"data.num_workers must be >= 0, got {p.data.num_workers}")
-    sets = (("data.cifar", p.data.cifar), ("data.cub", p.data.cub), ("data.segmentation", p.data.segmentation))
-    for label, spec in sets:
-        need(spec.image_size >= 8, f"{label}.image_size must be >= 8, got {spec.image_size}")
-        for key in ("n_train", "n_test"):
-            n = getattr(spec, key)
-            need(n is None or n >= 1, f"{label}.{key} must be >= 1 (leave it out for all images), got {n}")
-            need(spec.dataset != "synthetic" or n is not None, f"{label}.{key} is required for synthetic data")
-        if hasattr(spec, "num_classes"):
-            need(spec.num_classes >= 2, f"{label}.num_classes must be >= 2, got {spec.num_classes}")
-    if p.data.cifar.dataset == "cifar10":
-        need(p.data.cifar.num_classes == 10,
-             f"data.cifar.num_classes must be 10 for cifar10, got {p.data.cifar.num_classes}")
-    need(p.data.cifar.dataset != "synthetic" or p.networks.cifar.weights == "train",
-         "networks.cifar.weights = 'published' needs dataset cifar10 (the checkpoints are CIFAR-10 models)")
-
-    for d in p.networks.cifar.depths + (p.dynamics.depth,):
-        need(d >= 8 and (d - 2) % 6 == 0, f"CIFAR ResNet depth must be 6n+2 (20, 32, 44, ...), got {d}")
-    need(len(p.networks.cifar.depths) >= 1, "networks.cifar.depths is empty")
-    need(0 < p.networks.cub.width <= 4, f"networks.cub.width must be in (0, 4], got {p.networks.cub.width}")
-    need(0 <= p.networks.cub.dropout < 1, f"networks.cub.dropout must be in [0, 1), got {p.networks.cub.dropout}")
-    need(p.networks.cub.weights in (None, "imagenet"),
-         f"networks.cub.weights must be 'imagenet' or left out (random init), got {p.networks.cub.weights!r}")
-    need(p.networks.unet.base_channels >= 1 and p.networks.unet.levels >= 1, "networks.unet sizes must be >= 1")
-
-    used = {
-        "networks.cub.archs": p.networks.cub.archs,
-        "networks.cub.correlation_archs": p.networks.cub.correlation_archs,
-        "evaluation.localization_archs": p.evaluation.localization_archs,
-        "evaluation.descriptive_arch": (p.evaluation.descriptive_arch,),
-        "rescaling.arch": (p.rescaling.arch,),
-        "compression.arch": (p.compression.arch,),
-        "distillation.student": (p.distillation.student,),
-        "distillation.teachers": p.distillation.teachers,
-        "adversarial.arch": (p.adversarial.arch,),
-        "damage.archs": p.damage.archs,
-    }
-    for key, archs in used.items():
-        for a in archs:
-            close = difflib.get_close_matches(a, CUB_ARCHS, n=1)
-            need(a in CUB_ARCHS, f"{key}: unknown architecture {a!r}"
-                 + (f" (did you mean {close[0]!r}?)" if close else "") + f"; accepted: {', '.join(CUB_ARCHS)}")
-    # torchvision has ImageNet weights for vgg16_bn / vgg19_bn but none for an AlexNet with BN.
-    need(not (p.networks.cub.batch_norm and p.networks.cub.weights == "imagenet"
-              and any("alexnet" in archs for archs in used.values())),
-         "networks.cub.batch_norm = true with weights = 'imagenet' needs ImageNet weights of AlexNet "
-         "with batch norm, which torchvision does not have; set batch_norm = false or leave weights out")
-    need(set(p.damage.archs) <= {"vgg16", "vgg19"}, f"damage.archs must be VGG nets, got {p.damage.archs}")
-    need(p.distillation.student not in p.distillation.teachers, "distillation.student is also a teacher")
-
-    needed = {a for archs in used.values() for a in archs if a in CUB_ARCHS}
-    needed |= {f"resnet{d}" for d in p.networks.cifar.depths + (p.dynamics.depth,)}
-    needed.add("unet")
-    missing = sorted(needed - set(p.layers))
-    need(not missing, f"[layers] has no entry for {missing}")
-    known = needed | set(CUB_ARCHS) | {f"resnet{6 * n + 2}" for n in range(1, 200)}
-    for arch, spec in p.layers.items():
-        close = difflib.get_close_matches(arch, sorted(known), n=1)
-        need(arch in known, f"[layers]: unknown architecture {arch!r}"
-             + (f" (did you mean {close[0]!r}?)" if close else ""))
-        need(spec != () and spec != "", f"[layers].{arch} is empty")
-
-    e = p.estimator
-    need(all(b > 0 for b in e.betas), "estimator.betas must be > 0")
-    need(list(e.betas) == sorted(set(e.betas)) and len(e.betas) >= 2,
-         f"estimator.betas must be >= 2 increasing values, got {e.betas}")
-    for f in dataclasses.fields(ImagesPerFigure):
-        v = getattr(e.n_images, f.name)
-        need(v is None or v >= 1, f"estimator.n_images.{f.name} must be >= 1")
-
-    dec = p.decoder
-    need(dec.n_blocks >= 1 and all(b >= 1 for b in dec.compare_blocks), "decoder block counts must be >= 1")
-    need(dec.n_blocks in dec.compare_blocks, "decoder.compare_blocks must include decoder.n_blocks")
-    need(dec.width >= 1 and dec.epochs >= 1 and dec.batch_size >= 1 and dec.lr > 0, "decoder sizes must be positive")
-    need(dec.n_train is None or dec.n_train >= 1, "decoder.n_train must be >= 1 or left out")
-
-    ev = p.evaluation
-    fractions = ev.descriptive_fractions
-    need(all(0 <= f < 1 for f in fractions) and list(fractions) == sorted(set(fractions)),
-         f"evaluation.descriptive_fractions must increase within [0, 1), got {ev.descriptive_fractions}")
-    need(ev.robustness_top_k >= 1 and ev.robustness_max_steps >= 1, "evaluation robustness settings must be >= 1")
-    need(ev.robustness_top_k < p.data.cub.num_classes,
-         f"evaluation.robustness_top_k ({ev.robustness_top_k}) must be < data.cub.num_classes "
-         f"({p.data.cub.num_classes})")
-
-    need(p.rescaling.factor > 0 and p.rescaling.factor != 1, "rescaling.factor must be > 0 and != 1")
-    keep = p.compression.keep
-    need(all(0 < k < 1 for k in keep) and list(keep) == sorted(set(keep), reverse=True),
-         f"compression.keep must be decreasing fractions in (0, 1), got {keep}")
-    comp_layers, comp_ru = p.compression.layers, p.compression.ru_layers
-    need(comp_layers in ("blocks", "stages") if isinstance(comp_layers, str) else len(comp_layers) >= 1,
-         f"compression.layers must be 'blocks', 'stages' or a non-empty list of module names, got {comp_layers!r}")
-    need(comp_ru == "same" if isinstance(comp_ru, str)
-         else isinstance(comp_layers, str) or set(comp_ru) <= set(comp_layers),
-         f"compression.ru_layers must be 'same' or a list of module names (empty: no RU) among "
-         f"compression.layers, got {comp_ru!r}")
-    sl = p.second_line
-    depths = (sl.base_depth, sl.teacher_depth, sl.student_depth, *sl.robustness_depths)
-    need(all(d >= 8 and (d - 2) % 6 == 0 for d in depths),
-         f"second_line: CIFAR ResNet depths must be 6n + 2 (20, 32, 44, 56, ...), got {list(depths)}")
-    need(bool(sl.keep) and all(0 < k < 1 for k in sl.keep) and list(sl.keep) == sorted(set(sl.keep), reverse=True),
-         f"second_line.keep must be decreasing fractions in (0, 1), got {list(sl.keep)}")
-    need(sl.teacher_depth != sl.student_depth, "second_line: the teacher and the student have the same depth")
-    need(sl.n_images >= 1 and sl.n_robustness >= 1,
-         f"second_line.n_images and n_robustness must be >= 1, got {sl.n_images}, {sl.n_robustness}")
-    need(p.distillation.temperature > 0 and 0 <= p.distillation.alpha <= 1,
-         "distillation: temperature must be > 0 and alpha in [0, 1]")
-    adv = p.adversarial
-    need(adv.epsilon > 0 and adv.step_size > 0 and adv.steps >= 1,
-         "adversarial: epsilon and step_size must be > 0, steps >= 1")
-    dmg = p.damage
-    need(all(i < 0 for i in dmg.conv_index),
-         f"damage.conv_index counts from the end (-1, -2, ...), got {dmg.conv_index}")
-    need(dmg.n_filters >= 1 and dmg.kernel_size >= 1 and dmg.kernel_size % 2 == 1,
-         "damage: n_filters must be >= 1 and kernel_size odd")
-    need(dmg.n_negatives is None or dmg.n_negatives >= 1, "damage.n_negatives must be >= 1 or left out")
-    need(dmg.layers in ("blocks", "stages") if isinstance(dmg.layers, str)
-         else len(dmg.layers) >= 1 and all(isinstance(n, str) and n for n in dmg.layers),
-         f"damage.layers must be 'blocks', 'stages' or a non-empty list of module names, got {dmg.layers!r}")
-    need(p.dynamics.n_train is None or p.dynamics.n_train >= 1,
-         f"dynamics.n_train must be >= 1 or left out, got {p.dynamics.n_train}")
-    need(p.dynamics.n_train is None or p.data.cifar.n_train is None or p.dynamics.n_train <= p.data.cifar.n_train,
-         f"dynamics.n_train ({p.dynamics.n_train}) must be <= data.cifar.n_train ({p.data.cifar.n_train}): "
-         "it is a subset of that training set")
-    need(len(p.dynamics.snapshot_epochs) >= 1, "dynamics.snapshot_epochs is empty")
-    need(p.dynamics.layers is None or (p.dynamics.layers != () and p.dynamics.layers != ""),
-         "dynamics.layers is empty (leave it out to use layers.resnet<depth>)")
-    need(adv.epsilon <= 1, f"adversarial.epsilon is in pixel units (images in [0, 1]), got {adv.epsilon}")
-    snaps = p.dynamics.snapshot_epochs
-    need(list(snaps) == sorted(set(snaps)) and all(0 <= s <= p.training.cifar_resnet.epochs for s in snaps),
-         f"dynamics.snapshot_epochs must increase within 0..training.cifar_resnet.epochs "
-         f"({p.training.cifar_resnet.epochs}), got {snaps}")
-    if problems:
-        raise ValueError(f"profile {p.name!r} is inconsistent:\n  - " + "\n  - ".join(problems))
+        raise ValueError(f"{section}: {exc}" if where else str(exc)) from None
 
 
 def _read(name_or_path: str | os.PathLike, seen: tuple[str, ...] = ()) -> tuple[dict[str, Any], str]:
@@ -729,7 +762,6 @@ def load_profile(name_or_path: str | os.PathLike | Profile) -> Profile:
     table, source = _read(name_or_path)
     try:
         profile = _build(Profile, table, "")
-        _check(profile)
     except ValueError as exc:
         raise ValueError(f"{source}: {exc}") from None
     shipped = isinstance(name_or_path, str) and name_or_path in PROFILES
