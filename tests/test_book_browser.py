@@ -141,6 +141,18 @@ const collect = () => done({
   math: document.querySelectorAll("mjx-container").length,
   math_errors: Array.from(document.querySelectorAll("mjx-merror")).map(e => e.getAttribute("data-mjx-error") || e.textContent),
   tex: document.querySelectorAll(".math").length,
+  // the text column: the widest paragraph of the article; figures: every image of an output cell
+  column: Math.max(0, ...Array.from(document.querySelectorAll("article p")).map(p => p.getBoundingClientRect().width)),
+  figures: Array.from(document.querySelectorAll("article .cell_output img, article .output img"))
+      .map(i => ({src: i.currentSrc || i.src, shown: i.getBoundingClientRect().width})),
+  // code and text outputs, with every folded cell unfolded: lines wider than their box are clipped
+  clipped: (() => {
+    document.querySelectorAll("article details").forEach(d => d.open = true);
+    return Array.from(document.querySelectorAll("article pre"))
+      .filter(e => e.offsetParent !== null && e.scrollWidth > e.clientWidth + 1)
+      .map(e => e.textContent.split("\\n").reduce((a, b) => a.length >= b.length ? a : b, "").slice(0, 80));
+  })(),
+  folded: document.querySelectorAll("article details.hide, article .tag_hide-input details, article details.above-input").length,
 });
 const settle = () => Promise.all(Array.from(document.images).map(i => i.decode().catch(() => null)));
 const typeset = (window.MathJax && MathJax.startup && MathJax.startup.promise) || Promise.resolve();
@@ -317,3 +329,29 @@ def test_no_page_refers_to_a_cdn_in_its_source():
                 problems.append(f"{page.relative_to(HTML)}: {url}")
     assert not problems, "\n".join(problems)
     assert (HTML / "_static" / "mathjax" / "tex-chtml.js").is_file(), "MathJax is not served locally"
+
+
+def test_figures_span_the_text_column(crawl):
+    """Every figure of a notebook page is shown at least as wide as the text column (within 5 %)."""
+    seen, _ = crawl
+    problems = []
+    for rel, info in seen.items():
+        if not rel.startswith("_generated/notebooks/") or not info["figures"]:
+            continue
+        narrow = [f"{f['src'].rsplit('/', 1)[-1]} ({f['shown']:.0f} px)" for f in info["figures"]
+                  if f["shown"] < 0.95 * info["column"]]
+        if narrow:
+            problems.append(f"{rel}: narrower than the text column ({info['column']:.0f} px): {narrow}")
+    assert not problems, "\n".join(problems)
+
+
+def test_no_code_or_output_is_clipped_and_code_is_folded(crawl):
+    """Unfolded, no code line or printed output runs past its box; every notebook page folds its code."""
+    seen, _ = crawl
+    problems = []
+    for rel, info in seen.items():
+        if info["clipped"]:
+            problems.append(f"{rel}: clipped lines, e.g. {info['clipped'][:3]}")
+        if rel.startswith("_generated/notebooks/") and not info["placeholder"] and not info["folded"]:
+            problems.append(f"{rel}: no folded code cell")
+    assert not problems, "\n".join(problems)
