@@ -113,3 +113,44 @@ def plot_layers(
     if shared_scale and shown is not None:
         fig.colorbar(shown, ax=axes, fraction=0.02, pad=0.01, label=f"{maps.kind.upper()} (nats)")
     return fig
+
+
+def plot_baselines(x: torch.Tensor, maps: dict, methods: Sequence[str], layers: Sequence[str], title: str = ""):
+    """Attribution maps of several methods at several layers, each panel on its own colour scale.
+
+    Args:
+        x: ``[B, C, H, W]`` images in ``[0, 1]``.
+        maps: ``{(method, layer): [B, H, W] map}``; a missing pair is drawn as "not defined".
+        methods, layers: the rows (one per method and image) and columns.
+    Returns:
+        The figure, one row per (method, image), one column per layer; each column's title gives
+        the map's mean ``|.|`` on the first image (the magnitudes the rescaling test compares).
+    """
+    import matplotlib.pyplot as plt
+
+    B = x.shape[0]
+    fig, axes = plt.subplots(len(methods) * B, len(layers), squeeze=False,
+                             figsize=(1.8 * len(layers), 1.8 * len(methods) * B))
+    for mi, method in enumerate(methods):
+        for c, layer in enumerate(layers):
+            a = maps.get((method, layer))
+            for b in range(B):
+                ax = axes[mi * B + b, c]
+                if a is None:
+                    ax.set_xticks([])
+                    ax.set_yticks([])
+                    for spine in ax.spines.values():
+                        spine.set_visible(False)
+                    ax.text(0.5, 0.5, "not defined", ha="center", va="center", fontsize=8, transform=ax.transAxes)
+                else:
+                    m = a[b]
+                    overlay(x[b], m, ax, vmin=min(0.0, float(m.min())), vmax=float(m.max()), cmap="viridis")
+                if b == 0:
+                    mag = "not defined" if a is None else f"mean |.| {float(a.abs().mean()):.2e}"
+                    ax.set_title(f"{layer}\n{mag}", fontsize=8)
+                if c == 0:
+                    ax.set_ylabel(f"{method}, img {b}", fontsize=8)
+    if title:
+        fig.suptitle(title, y=1.0)
+    fig.tight_layout()
+    return fig

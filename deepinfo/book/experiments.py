@@ -9,6 +9,7 @@ network loads it instantly.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Callable
 
 import torch
@@ -18,7 +19,8 @@ from torch.utils.data import Dataset
 from deepinfo.toolkit import cache
 from deepinfo.toolkit.cache import config_key
 from deepinfo.datasets import CUB200, InMemory, Synthetic, cifar10, subset
-from deepinfo.models import build, cifar_resnet, resolve_layers
+from deepinfo.estimators import has_object_and_background
+from deepinfo.models import LAYER_KEYWORDS, build, cifar_resnet, cifar_resnet_autoencoder, resolve_layers, stage_names
 from deepinfo.paths import artifacts_dir
 from deepinfo.toolkit.profile import Profile, load_profile
 from deepinfo.toolkit.training import History, Recipe, evaluate
@@ -93,6 +95,19 @@ def images(dataset: Dataset, n: int, seed: int = 0):
     return x, labels, masks
 
 
+def test_images(profile, dataset: Dataset, n: int):
+    """``n`` test images ``(x, labels, masks)`` drawn with the profile's seed; where the data set
+    has object masks, only images with a foreground and a background cell on the estimator's
+    grid (so concentration is defined), else ``masks`` is None."""
+    p = _profile(profile)
+    if len(dataset[0]) < 3:
+        x, labels, _ = images(dataset, n, seed=p.seed)
+        return x, labels, None
+    x, labels, masks, _ = images_where(
+        dataset, n, lambda image, label, mask: has_object_and_background(mask, p.estimator.grid), seed=p.seed)
+    return x, labels, masks
+
+
 # --- networks --------------------------------------------------------------------------------
 
 def train_cached(profile, name: str, config: dict, build_model: Callable[[], nn.Module],
@@ -106,6 +121,30 @@ def train_cached(profile, name: str, config: dict, build_model: Callable[[], nn.
                                        num_workers=p.data.num_workers)
     path = cache.checkpoint_path(name, config, recipe, profile=p.artifacts, seed=p.seed, keep_epochs=keep_epochs)
     return Trained(name, model.eval(), path.stem, history)
+
+
+AUTOENCODER_LOSS = "MSE reconstruction: mean over pixels and channels of (ae(x) - x)^2"
+
+
+def _reconstruction_loss(model: nn.Module, batch) -> torch.Tensor:
+    images = batch[0]
+    return torch.nn.functional.mse_loss(model(images), images)
+
+
+def cifar_autoencoder_model(profile, depth: int, progress: bool = True) -> Trained:
+    """The ResNet-``depth`` auto-encoder of Fig. 5(a,b): the classifier's trunk (randomly
+    initialised) and the profile's decoder, trained to reconstruct the CIFAR training images."""
+    p = _profile(profile)
+    d = p.decoder
+    config = {"model": "cifar_resnet_autoencoder", "depth": depth, "image_size": p.data.cifar.image_size,
+              "encoder_init": "random", "decoder_blocks": d.n_blocks, "decoder_width": d.width,
+              "loss": AUTOENCODER_LOSS, "data": p.data.cifar}
+    return train_cached(
+        p, f"resnet{depth}-ae", config,
+        lambda: cifar_resnet_autoencoder(depth, image_size=p.data.cifar.image_size, n_blocks=d.n_blocks,
+                                         width=d.width),
+        lambda: cifar_data(p, "train"), p.training.cifar_autoencoder, loss_fn=_reconstruction_loss,
+        progress=progress)
 
 
 def _cifar_variant(p: Profile, depth: int, name: str, config: dict, recipe: Recipe, *,
@@ -154,9 +193,22 @@ def cub_model(profile, arch: str, *, name: str | None = None, config: dict | Non
                         loss_fn=loss_fn, keep_epochs=keep_epochs, progress=progress)
 
 
-def layers_for(profile, arch: str, model: nn.Module) -> list[str]:
-    """The module names the profile measures for ``arch`` (keywords resolved on ``model``)."""
-    return resolve_layers(model, _profile(profile).layers_for(arch))
+def layers_for(profile, arch: str, model: nn.Module, prefix: str = "") -> list[str]:
+    """The module names the profile measures for ``arch`` (keywords resolved on ``model``).
+
+    ``prefix``: where ``model`` holds the architecture under a name (a ResNet auto-encoder's
+    ``"encoder."``), module names of the profile get it; keywords are resolved on ``model`` itself.
+    """
+    spec = _profile(profile).layers_for(arch)
+    if prefix and not (isinstance(spec, str) and spec in LAYER_KEYWORDS):
+        spec = [prefix + n for n in ([spec] if isinstance(spec, str) else spec)]
+    return resolve_layers(model, spec)
+
+
+def decoder_layers(profile, model: nn.Module, measured: Sequence[str]) -> list[str]:
+    """The layers that get an RU decoder: every measured one (``decoder.layers = "same"``) or the
+    stage outputs (``"stages"``)."""
+    return list(measured) if _profile(profile).decoder.layers == "same" else stage_names(model)
 
 
 # --- decoders --------------------------------------------------------------------------------

@@ -47,7 +47,9 @@ CONSTRAINT_HELD = (CALIBRATED, OPTIMIZE)
 COLUMNS = ["network", "layer", "block_index", "estimator", "beta", "cid", "cid_lo", "cid_hi", "r", "n_images"]
 
 __all__ = ["BARE", "CALIBRATED", "OPTIMIZE", "PAPER_LOOP", "REGIMES", "CONSTRAINT_HELD", "COLUMNS",
-           "per_image", "paper_loop_rows", "sampled_ratio", "summarize", "depth_slopes", "paired_change"]
+           "per_image", "paper_loop_rows", "sampled_ratio", "summarize", "depth_slopes", "paired_change",
+           "resnet_rows", "slope_over_depth", "last_block", "strictly_increasing", "trend_words", "layer_rise",
+           "change_from_original"]
 
 
 def per_image(maps: InfoMaps, network: str, estimator: str, image_ids: Sequence[int] | None = None):
@@ -185,3 +187,88 @@ def paired_change(base: InfoMaps, other: InfoMaps, tol: float) -> tuple[np.ndarr
     change = (diff.sum(0) / n_layers.clamp(min=1)).numpy()
     change[n_layers.numpy() == 0] = np.nan
     return change, n_layers.numpy()
+
+
+def resnet_rows(maps: InfoMaps, model: nn.Module, depth: int, task: str):
+    """``maps.to_frame()`` of a CIFAR ResNet (classifier or auto-encoder) with ``network``,
+    ``depth``, ``task``, the ``module`` measured, its ``layer`` name without the auto-encoder's
+    ``encoder.`` prefix (so both tasks share layer names) and its ``position``, the fraction of
+    residual blocks passed (:func:`deepinfo.models.block_position`)."""
+    from deepinfo.models import block_position
+
+    df = maps.to_frame()
+    df.insert(0, "network", f"ResNet-{depth}")
+    df.insert(1, "depth", depth)
+    df.insert(2, "task", task)
+    df["module"] = df["layer"]
+    df["layer"] = df["module"].str.removeprefix("encoder.")
+    df["position"] = df["module"].map(lambda name: block_position(model, name))
+    return df
+
+
+def slope_over_depth(frame, depths: Sequence[int], value: str = "cid"):
+    """Per image, the least-squares slope of ``value`` (one row per network) against the depth
+    step ``0, 1, 2, ...`` of ``depths``; images missing a depth are left out. A ``Series`` by image."""
+    import pandas as pd
+
+    steps = {d: i for i, d in enumerate(depths)}
+    out = {}
+    for image, g in frame.groupby("image"):
+        if g["depth"].nunique() == len(depths):
+            g = g.sort_values("depth")
+            out[image] = float(np.polyfit(g["depth"].map(steps).to_numpy(float), g[value].to_numpy(float), 1)[0])
+    return pd.Series(out, dtype=float)
+
+
+def last_block(frame):
+    """The rows of each network's last measured layer (largest ``position``)."""
+    return frame[frame["position"] == frame.groupby("network")["position"].transform("max")]
+
+
+def strictly_increasing(values) -> bool:
+    """Whether every value is above the one before."""
+    return bool(all(b > a for a, b in zip(values[:-1], values[1:])))
+
+
+def trend_words(trends, estimator: str, beta: float) -> str:
+    """One clause per network of a regime's trend with depth at ``beta`` (rows of the trend table)."""
+    part = trends[(trends.estimator == estimator) & np.isclose(trends.beta, beta)]
+    return "; ".join(f"{r.network} {r['trend with depth']} ({r['slope (nats/block)']:+.4f} "
+                     f"[{r.slope_lo:+.4f}, {r.slope_hi:+.4f}] nats/block, r {r['r first block']:.2f} -> "
+                     f"{r['r last block']:.2f})" for _, r in part.iterrows())
+
+
+def layer_rise(values, network: str, kind: str, column: str, tol: float):
+    """Per image, ``column`` at the highest measured layer minus at the lowest, for one network
+    and kind (``"cid"`` / ``"ru"``) of the per-(layer, image) table ``values`` (columns network,
+    kind, layer, layer_index, image, constraint and ``column``); NaN where either map is off the
+    constraint. Returns the rows and the ratios ``r`` of the maps that enter."""
+    import pandas as pd
+
+    g = values[(values.network == network) & (values.kind == kind)]
+    lo, hi = g.layer_index.min(), g.layer_index.max()
+    first = g[g.layer_index == lo].set_index("image").sort_index()
+    last = g[g.layer_index == hi].set_index("image").sort_index()
+    on = on_constraint(first.constraint, tol) & on_constraint(last.constraint, tol)
+    rows = pd.DataFrame(dict(quantity=column, network=network, kind=kind.upper(), image=first.index,
+                             lowest_layer=first.layer.to_numpy(), highest_layer=last.layer.to_numpy(),
+                             lowest=first[column].to_numpy(), highest=last[column].to_numpy(), on_constraint=on))
+    rows["difference"] = np.where(on, rows.highest - rows.lowest, np.nan)
+    return rows, np.concatenate([first.constraint.to_numpy(), last.constraint.to_numpy()])
+
+
+def change_from_original(frame, column: str, quantity: str):
+    """Per (derived net, layer, image), ``column`` minus the original's (``keep == 1``), with
+    ``on_constraint`` true when both maps met it (columns network, keep, layer, image, delta,
+    on_constraint, quantity)."""
+    import pandas as pd
+
+    if frame.empty:
+        return pd.DataFrame(columns=["network", "keep", "layer", "image", "on_constraint", "delta", "quantity"])
+    base = frame[frame.keep == 1.0].set_index(["layer", "image"])
+    out = frame[frame.keep != 1.0][["network", "keep", "layer", "image", column, "on_constraint"]].copy()
+    idx = list(zip(out.layer, out.image))
+    out["delta"] = out[column].to_numpy() - base.loc[idx, column].to_numpy()
+    out["on_constraint"] = out["on_constraint"].to_numpy(bool) & base.loc[idx, "on_constraint"].to_numpy(bool)
+    out["quantity"] = quantity
+    return out.drop(columns=[column])

@@ -276,3 +276,50 @@ def _display_markdown(text: str):
         print(text)
         return
     display(Markdown(text))
+
+
+#: Background of each verdict on the scoreboard.
+VERDICT_COLOURS = {"held": "#c8e6c9", "not held": "#ffcdd2", "inconclusive": "#eeeeee"}
+_SCOREBOARD_WIDTHS = {"paper item": "12%", "claim": "42%", "verdict": "9%", "effect [95 % interval]": "17%",
+                      "paper's setup": "20%"}
+
+
+def _scoreboard_cells(row: dict) -> dict:
+    """One scoreboard row as HTML: the notebooks' text escaped, then the few tags of the layout."""
+    import html
+
+    e = lambda v: html.escape(str(v))  # noqa: E731
+    return {
+        "paper item": f'{e(row["paper item"])}<br><a href="{e(row["page"])}.html">{e(row["page"])}</a>',
+        "claim": (f'{e(row["claim"])}<div style="color:#555; margin-top:0.4em">Rule: {e(row["rule"])}. '
+                  f'{e(row["rationale"])}</div>'
+                  f'<div style="color:#777; font-style:italic; margin-top:0.3em">Data: {e(row["data"])}</div>'),
+        "verdict": e(row["verdict"]),
+        "effect [95 % interval]": e(row["effect and interval"]),
+        "paper's setup": e(row["setup"]),
+    }
+
+
+def scoreboard_table(frame, caption: str):
+    """The scoreboard's rows (claims with page, paper item, claim, rule, rationale, data, verdict,
+    effect and interval, setup) as a styled table: fixed column widths, text wrapped, each
+    verdict on its colour."""
+    import pandas as pd
+
+    shown = pd.DataFrame([_scoreboard_cells(r) for r in frame.to_dict("records")], columns=list(_SCOREBOARD_WIDTHS))
+    return (shown.style.hide(axis="index")
+            .set_caption(caption)
+            .set_properties(**{"text-align": "left", "vertical-align": "top", "font-size": "0.8em",
+                               "white-space": "normal", "overflow-wrap": "anywhere"})
+            .map(lambda v: f"background-color: {VERDICT_COLOURS.get(v, 'white')}; font-weight: bold; "
+                           "overflow-wrap: normal", subset=["verdict"])
+            .set_table_styles([{"selector": "", "props": [("border-collapse", "collapse"), ("width", "100%"),
+                                                          ("table-layout", "fixed")]},
+                               {"selector": "caption", "props": [("caption-side", "top"), ("text-align", "left"),
+                                                                 ("font-size", "0.9em"), ("font-weight", "bold"),
+                                                                 ("margin-top", "1.2em")]},
+                               {"selector": "th", "props": [("text-align", "left"), ("font-size", "0.85em")]},
+                               {"selector": "td, th", "props": [("border-bottom", "1px solid #ddd"),
+                                                                ("padding", "4px 6px")]}]
+                              + [{"selector": f"th.col{i}, td.col{i}", "props": [("width", w)]}
+                                 for i, w in enumerate(_SCOREBOARD_WIDTHS.values())]))

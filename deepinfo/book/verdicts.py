@@ -42,7 +42,7 @@ SIDES = ("greater", "less", "within")
 
 __all__ = ["Verdict", "Condition", "decide", "decide_difference", "decide_correlation", "correlation", "combine",
            "parts_text", "undecidable", "bootstrap", "accuracy_condition", "reconstruction_condition",
-           "constraint_condition", "on_constraint", "HELD", "NOT_HELD", "INCONCLUSIVE", "VERDICTS", "MIN_UNITS"]
+           "constraint_condition", "on_constraint", "permutation_p", "HELD", "NOT_HELD", "INCONCLUSIVE", "VERDICTS", "MIN_UNITS"]
 
 
 @dataclass(frozen=True)
@@ -202,7 +202,7 @@ def _finite_units(values, unit: str) -> np.ndarray:
 def decide(values: Sequence[float] | np.ndarray, *, threshold: float = 0.0, side: str = "greater",
            unit: str = "images", stat: Callable[[np.ndarray], float] = np.mean, confidence: float = 0.95,
            noise_sd: float = 0.0, n_boot: int = 4000, seed: int = 0, design: str = "",
-           if_none: str | None = None) -> Verdict:
+           if_none: str | None = None, min_units: int = 1) -> Verdict:
     """Decide a claim from one value per unit (a paired design passes per-unit differences).
 
     Args:
@@ -216,15 +216,18 @@ def decide(values: Sequence[float] | np.ndarray, *, threshold: float = 0.0, side
         noise_sd: estimator noise (sd of the effect) not already present in the per-unit values.
         n_boot, seed: bootstrap replicates and their seed (the verdict is deterministic).
         design: a note on what this design can decide, shown beside the verdict.
-        if_none: when no value is finite (e.g. every map missed the constraint), return an
-            inconclusive verdict giving this reason instead of raising.
+        if_none: when fewer than ``min_units`` values are finite (by default: none, e.g. every
+            map missed the constraint), return an inconclusive verdict giving this reason
+            instead of raising.
+        min_units: the fewest finite values the rule decides on (with ``if_none``).
 
     Returns:
         :class:`Verdict`. With a single unit the interval is the point (plus ``noise_sd``): such a
         verdict is flagged in ``design``.
     """
-    if if_none is not None and not np.isfinite(np.asarray(values, dtype=float)).any():
-        return undecidable(if_none, unit=unit, threshold=threshold, side=side)
+    n_finite = int(np.isfinite(np.asarray(values, dtype=float)).sum())
+    if if_none is not None and n_finite < max(1, min_units):
+        return undecidable(if_none, unit=unit, n_units=n_finite, threshold=threshold, side=side)
     arr = _finite_units(values, unit)
     if arr.shape[0] == 0:
         raise ValueError(f"every value per {unit} is non-finite: nothing to decide")
@@ -419,3 +422,19 @@ def on_constraint(ratios, tol: float) -> np.ndarray:
     """Boolean mask of the maps whose achieved ratio is within ``tol`` of 1 (finite)."""
     r = np.asarray(ratios, dtype=float)
     return np.isfinite(r) & (np.abs(r - 1) <= tol)
+
+
+def permutation_p(a: Sequence[float], b: Sequence[float], max_units: int = 8) -> float:
+    """One-sided exact permutation p of the Spearman correlation of ``a`` and ``b``: the share of
+    the orderings of ``b`` whose rho is at least the observed one (pairs with a non-finite value
+    dropped). NaN when rho is undefined or there are more than ``max_units`` pairs (``n!`` orderings)."""
+    from itertools import permutations
+
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    ok = np.isfinite(a) & np.isfinite(b)
+    a, b = a[ok], b[ok]
+    r = correlation(a, b, "spearman", drop_nonfinite=True)
+    if not math.isfinite(r) or len(a) > max_units:
+        return float("nan")
+    rs = [correlation(a, np.array(perm), "spearman", drop_nonfinite=True) for perm in permutations(b)]
+    return float(np.mean([v >= r - 1e-12 for v in rs]))

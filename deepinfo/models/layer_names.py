@@ -121,3 +121,32 @@ def resolve_layers(model: nn.Module, spec: str | Sequence[str]) -> list[str]:
     if isinstance(spec, str) and spec in LAYER_KEYWORDS:
         return layer_names(model) if spec == "blocks" else stage_names(model)
     return core_resolve_layers(model, spec)
+
+
+def block_position(model: nn.Module, layer: str) -> float:
+    """The fraction of a ResNet's residual blocks that ``layer``'s output has passed, in (0, 1]:
+    a block counts itself, a stage ends at its last block (so the curves of different depths share an axis)."""
+    blocks = block_names(model)
+    if layer in blocks:
+        return (blocks.index(layer) + 1) / len(blocks)
+    inside = [i for i, b in enumerate(blocks) if b.startswith(layer + ".")]
+    if not inside:
+        raise ValueError(f"{layer!r} is neither a residual block nor a stage of this ResNet: {blocks}")
+    return (inside[-1] + 1) / len(blocks)
+
+
+def last_linear(model: nn.Module) -> str:
+    """The name of the model's last ``nn.Linear`` module (the logits of a classifier)."""
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not names:
+        raise ValueError(f"{type(model).__name__} has no nn.Linear layer")
+    return names[-1]
+
+
+def evenly_spaced(names: Sequence[str], n: int) -> list[str]:
+    """At most ``n`` of ``names``, evenly spaced from the first to the last (all when there are few)."""
+    import numpy as np
+
+    if len(names) <= n:
+        return list(names)
+    return [names[i] for i in np.unique(np.round(np.linspace(0, len(names) - 1, n)).astype(int))]

@@ -11,7 +11,7 @@ import copy
 import torch
 from torch import nn
 
-__all__ = ["rescale_pair"]
+__all__ = ["rescale_pair", "Prescaled", "mean_abs_ratio"]
 
 
 #: Modules that commute with a positive rescaling of their input (``m(x / k) = m(x) / k``, k > 0).
@@ -70,3 +70,25 @@ def rescale_pair(model: nn.Module, first: str, second: str, factor: float) -> nn
             mods[first].bias.div_(factor)
         mods[second].weight.mul_(factor)
     return out
+
+
+class Prescaled(nn.Module):
+    """``g'(f) = g(k f)``: the decoder ``g`` of a layer, for the rescaled layer's output ``f / k``."""
+
+    def __init__(self, decoder: nn.Module, factor: float):
+        super().__init__()
+        self.decoder, self.factor = decoder, factor
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return self.decoder(f * self.factor)
+
+
+def mean_abs_ratio(before: torch.Tensor, after: torch.Tensor):
+    """Per image ``[B]``, ``mean |after| / mean |before|`` of two maps ``[B, ...]`` (float64 numpy;
+    NaN where the map is zero before)."""
+    import numpy as np
+
+    m0 = before.flatten(1).abs().mean(1).double().numpy()
+    m1 = after.flatten(1).abs().mean(1).double().numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(m0 > 0, m1 / m0, np.nan)

@@ -467,6 +467,40 @@ def evaluate(
     return correct / total
 
 
+@torch.no_grad()
+def predict(model: nn.Module, dataset: Dataset, batch_size: int = 128) -> torch.Tensor:
+    """The model's outputs ``[N, ...]`` on every item's image (in order), in the model's current mode."""
+    loader = DataLoader(dataset, batch_size=batch_size)
+    return torch.cat([model(b[0]) for b in loader])
+
+
+@torch.no_grad()
+def held_out(model: nn.Module, dataset: Dataset, batch_size: int = 256) -> tuple[float, float]:
+    """Accuracy and mean cross-entropy (nats) of a classifier on ``dataset``, in eval mode."""
+    device = next(model.parameters()).device
+    model.eval()
+    correct = total = 0
+    loss = 0.0
+    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        xb, yb = batch[0].to(device), torch.as_tensor(batch[1]).to(device)
+        logits = model(xb)
+        loss += float(F.cross_entropy(logits, yb, reduction="sum"))
+        correct += int((logits.argmax(1) == yb).sum())
+        total += len(yb)
+    return correct / total, loss / total
+
+
+@torch.no_grad()
+def autoencoder_mse(model: nn.Module, dataset: Dataset, batch_size: int = 256) -> float:
+    """Mean squared reconstruction error of an auto-encoder over every pixel and channel of ``dataset``."""
+    total, count = 0.0, 0
+    for batch in DataLoader(dataset, batch_size=batch_size):
+        images = batch[0]
+        total += float(F.mse_loss(model(images), images, reduction="sum"))
+        count += images.numel()
+    return total / count
+
+
 # --------------------------------------------------------------------------------------------
 # The loop
 # --------------------------------------------------------------------------------------------
