@@ -97,3 +97,17 @@ def test_the_core_has_no_import_cycle():
 def test_the_cycle_check_can_fail():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_notebooks_define_no_helpers():
+    """A notebook's code calls the library: no function or class is defined in one (point 5)."""
+    import json
+
+    defined = []
+    for nb in sorted((PKG.parent / "notebooks").glob("*.ipynb")):
+        cells = json.loads(nb.read_text())["cells"]
+        src = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+        for node in ast.walk(ast.parse(src)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                defined.append(f"{nb.name}: {node.name}")
+    assert not defined, defined

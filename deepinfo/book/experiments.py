@@ -95,7 +95,7 @@ def images(dataset: Dataset, n: int, seed: int = 0):
     return x, labels, masks
 
 
-def test_images(profile, dataset: Dataset, n: int):
+def measured_images(profile, dataset: Dataset, n: int):
     """``n`` test images ``(x, labels, masks)`` drawn with the profile's seed; where the data set
     has object masks, only images with a foreground and a background cell on the estimator's
     grid (so concentration is defined), else ``masks`` is None."""
