@@ -111,3 +111,26 @@ def test_notebooks_define_no_helpers():
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 defined.append(f"{nb.name}: {node.name}")
     assert not defined, defined
+
+
+def test_pages_read_claim_equation_figure_numbers_verdict():
+    """Each page opens with the claim and its equation, shows its figures, then how the claims are
+    decided, then the verdicts (point 5)."""
+    import json
+
+    problems = []
+    for nb in sorted((PKG.parent / "notebooks").glob("[0-9]*.ipynb")):
+        cells = json.loads(nb.read_text())["cells"]
+        intro = "".join(cells[0]["source"]).split("\n\n")
+        text = ["".join(c["source"]) for c in cells]
+        first = lambda pred: next((i for i, c in enumerate(cells) if pred(c, text[i])), None)  # noqa: E731
+        figure = first(lambda c, t: c["cell_type"] == "code" and "report.figure(" in t)
+        rules = first(lambda c, t: c["cell_type"] == "markdown" and t.startswith("## How the claims are decided"))
+        claim = first(lambda c, t: c["cell_type"] == "code" and "report.claim(" in t)
+        if "claim" not in intro[1].lower():
+            problems.append(f"{nb.name}: the paragraph after the title is not the claim")
+        if "$$" not in "\n\n".join(intro[2:]):
+            problems.append(f"{nb.name}: no displayed equation after the claim")
+        if None in (figure, rules, claim) or not figure < rules < claim:
+            problems.append(f"{nb.name}: figure {figure}, rules {rules}, verdict {claim}: not in that order")
+    assert not problems, "\n".join(problems)
