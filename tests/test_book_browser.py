@@ -152,6 +152,9 @@ const collect = () => done({
       .filter(e => e.offsetParent !== null && e.scrollWidth > e.clientWidth + 1)
       .map(e => e.textContent.split("\\n").reduce((a, b) => a.length >= b.length ? a : b, "").slice(0, 80));
   })(),
+  tables: Array.from(document.querySelectorAll("article .cell_output table, article .output table")).map(t => ({
+      index: t.querySelectorAll("tbody th").length,
+      long: (t.innerText.match(/\\d\\.\\d{6,}/g) || []).slice(0, 3)})),
   folded: document.querySelectorAll("article details.hide, article .tag_hide-input details, article details.above-input").length,
 });
 const settle = () => Promise.all(Array.from(document.images).map(i => i.decode().catch(() => null)));
@@ -354,4 +357,20 @@ def test_no_code_or_output_is_clipped_and_code_is_folded(crawl):
             problems.append(f"{rel}: clipped lines, e.g. {info['clipped'][:3]}")
         if rel.startswith("_generated/notebooks/") and not info["placeholder"] and not info["folded"]:
             problems.append(f"{rel}: no folded code cell")
+    assert not problems, "\n".join(problems)
+
+
+def test_tables_are_rounded_and_have_no_index(crawl):
+    """Every table of a notebook page shows rounded numbers (no float with 6 or more decimals)
+    and no pandas row index."""
+    seen, _ = crawl
+    problems = []
+    for rel, info in seen.items():
+        if not rel.startswith("_generated/notebooks/"):
+            continue
+        for k, t in enumerate(info["tables"]):
+            if t["index"]:
+                problems.append(f"{rel}: table {k} shows a row index")
+            if t["long"]:
+                problems.append(f"{rel}: table {k} shows unrounded numbers, e.g. {t['long']}")
     assert not problems, "\n".join(problems)

@@ -151,3 +151,20 @@ def test_measured_images_keep_objects_with_background_and_layers_take_a_prefix(t
     assert E.layers_for(P, "resnet20", ae, prefix="encoder.") == [
         n if n.startswith("encoder.") else "encoder." + n for n in classifier]
     assert E.decoder_layers(P, cifar_resnet(20), ["layer1.0"]) in (["layer1.0"], ["layer1", "layer2", "layer3"])
+
+
+def test_report_show_rounds_and_turns_a_named_index_into_columns(tmp_path, monkeypatch):
+    from deepinfo.book import report as R
+
+    shown = []
+    monkeypatch.setattr(R, "_display", shown.append)
+    monkeypatch.setenv("DEEPINFO_ARTIFACTS", str(tmp_path))
+    rep = R.Report("99_test", "smoke")
+    frame = pd.DataFrame({"block": [1, 2], "cid": [1.23456789, 2.0]}).set_index("block")
+    rep.show(frame)
+    html = shown[-1].to_html()
+    assert "1.235" in html and "1.23456789" not in html and ">block<" in html
+    rep.show(pd.Series([0.5], name="x"))
+    assert "0.5" in shown[-1].to_html()
+    rep.show("not a table")
+    assert shown[-1] == "not a table"

@@ -116,6 +116,19 @@ class Report:
             _display(_readable(frame))
         return path
 
+    def show(self, frame) -> None:
+        """Show a table the way the page shows every table: 4 significant digits, a named index
+        turned into columns, no row numbers (nothing is written; see :meth:`table`)."""
+        import pandas as pd
+
+        if isinstance(frame, pd.Series):
+            frame = frame.to_frame()
+        if isinstance(frame, pd.DataFrame):
+            if any(n is not None for n in frame.index.names):
+                frame = frame.reset_index()
+            frame = _readable(frame)
+        _display(frame)
+
     def figure(self, fig, name: str, dpi: int = 110) -> Path:
         """Save a matplotlib figure as PNG (it still shows in the notebook); returns its path."""
         path = self.root / "figures" / f"{self.notebook}__{name}.png"
