@@ -57,7 +57,7 @@ def cifar_data(profile, split: str) -> Dataset:
     n = d.n_train if split == "train" else d.n_test
     if d.dataset == "synthetic":
         return Synthetic(n, image_size=d.image_size, num_classes=d.num_classes, split=split, seed=p.seed)
-    ds = cifar10(split, root=p.data_root(), download=p.data.download)
+    ds = cifar10(split, root=p.data_root(), download=p.data.download, copy=p.data.cifar10_copy)
     return _in_memory(subset(ds, n, seed=p.seed) if n is not None and n < len(ds) else ds, d.image_size)
 
 
@@ -357,7 +357,7 @@ def damage_data(profile, split: str) -> Dataset:
     birds = cub_data(p, split)
     n = len(birds) if dm.n_negatives is None else min(dm.n_negatives, len(birds))
     negatives = negative_images(dm.negatives, split, n, p.data.cub.image_size, root=p.data_root(),
-                                seed=p.seed, download=p.data.download)
+                                seed=p.seed, download=p.data.download, cifar10_copy=p.data.cifar10_copy)
     if dm.negatives != "synthetic":  # decoded once (JPEG + resize), not every epoch
         negatives = _in_memory(negatives, p.data.cub.image_size)
     return BirdVsNonBird(birds, negatives, n, seed=p.seed)

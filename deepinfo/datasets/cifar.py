@@ -13,7 +13,7 @@ SPLITS = ("train", "test")
 
 
 def cifar10(split: str = "train", root: str | os.PathLike | None = None,
-            download: bool = False) -> LabelledImages:
+            download: bool = False, copy: str = "any") -> LabelledImages:
     """CIFAR-10 as ``(image [3, 32, 32] float in [0, 1], label:int)`` items, no masks.
 
     Looks in ``<data_dir(root)>/cifar10/``:
@@ -27,6 +27,9 @@ def cifar10(split: str = "train", root: str | os.PathLike | None = None,
         split: ``"train"`` (50,000 images) or ``"test"`` (10,000).
         root: data directory (see ``deepinfo.paths.data_dir``); None for the default.
         download: fetch the official archive if neither copy is present.
+        copy: ``"any"`` (the order above), ``"official"`` (only 2., never a JPEG copy: a run
+            that must use the official images cannot get the re-encoded ones by accident) or
+            ``"jpeg"`` (only 1.).
 
     Raises:
         ValueError: unknown split.
@@ -36,10 +39,14 @@ def cifar10(split: str = "train", root: str | os.PathLike | None = None,
 
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if copy not in ("any", "official", "jpeg"):
+        raise ValueError(f"copy must be 'any', 'official' or 'jpeg', got {copy!r}")
     base_dir = data_dir(root) / "cifar10"
     folder = base_dir / split
     to_tensor = transforms.ToTensor()
-    if folder.is_dir():
+    if copy == "jpeg" and not folder.is_dir():
+        raise FileNotFoundError(f"no CIFAR-10 image-folder copy at {folder} (the profile accepts only the JPEG copy)")
+    if folder.is_dir() and copy != "official":
         base = datasets.ImageFolder(str(folder), transform=to_tensor)
         if sorted(base.classes) != sorted(CIFAR10_CLASSES):
             raise ValueError(f"{folder} does not look like CIFAR-10: class folders {base.classes}, "

@@ -187,7 +187,8 @@ class _Clutter(Dataset):
 
 
 def negative_images(kind: Literal["synthetic", "cifar10", "imagenet"], split: str, n: int, image_size: int, *,
-                    root: str | os.PathLike | None = None, seed: int = 0, download: bool = False) -> Dataset:
+                    root: str | os.PathLike | None = None, seed: int = 0, download: bool = False,
+                    cifar10_copy: str = "any") -> Dataset:
     """``n`` non-bird images ``[3, image_size, image_size]`` in [0, 1] (items are bare tensors).
 
     Args:
@@ -202,6 +203,7 @@ def negative_images(kind: Literal["synthetic", "cifar10", "imagenet"], split: st
         n: how many images.
         image_size: side of the returned images (the birds' size).
         root, download: the data directory and whether CIFAR-10 may be downloaded.
+        cifar10_copy: which CIFAR-10 is accepted (:func:`deepinfo.datasets.cifar10`'s ``copy``).
         seed: picks the subset.
 
     Raises:
@@ -217,7 +219,7 @@ def negative_images(kind: Literal["synthetic", "cifar10", "imagenet"], split: st
         # A seed stream of its own, so the clutter never repeats a bird image's background.
         return _Clutter(n, image_size, split, seed + 1000)
     if kind == "cifar10":
-        base = cifar10(split, root=root, download=download)
+        base = cifar10(split, root=root, download=download, copy=cifar10_copy)
         keep = [i for i, t in enumerate(base.targets) if base.classes[t] != "bird"]
     else:
         base = imagenet_val(root, image_size=image_size)

@@ -168,6 +168,9 @@ class Data:
     cub: CubData
     segmentation: SegmentationData
     data_dir: str | None = None
+    # which CIFAR-10 the loaders accept: "official" (torchvision's batches, downloaded if allowed;
+    # the paper's), "jpeg" (the offline JPEG copy only) or "any" (the JPEG copy when present)
+    cifar10_copy: Literal["any", "official", "jpeg"] = "any"
     # DataLoader worker processes that read (and decode) training images; the data order and the
     # augmentation come from the training process's seeded generators, so results do not depend
     # on it (nor does the checkpoint cache key)
@@ -489,13 +492,13 @@ class Profile:
               "networks.cifar.weights = 'published' needs dataset cifar10 (the checkpoints are CIFAR-10 models)")
         # torchvision has ImageNet weights for vgg16_bn / vgg19_bn but none for an AlexNet with BN
         _need(not (p.networks.cub.batch_norm and p.networks.cub.weights == "imagenet"
-                   and "alexnet" in self._cub_archs()),
+                   and "alexnet" in self.cub_archs()),
               "networks.cub.batch_norm = true with weights = 'imagenet' needs ImageNet weights of AlexNet "
               "with batch norm, which torchvision does not have; set batch_norm = false or leave weights out")
         _need(p.evaluation.robustness_top_k < p.data.cub.num_classes,
               f"evaluation.robustness_top_k ({p.evaluation.robustness_top_k}) must be < data.cub.num_classes "
               f"({p.data.cub.num_classes})")
-        needed = self._cub_archs() | {f"resnet{d}" for d in p.networks.cifar.depths + (p.dynamics.depth,)} | {"unet"}
+        needed = self.cub_archs() | {f"resnet{d}" for d in p.networks.cifar.depths + (p.dynamics.depth,)} | {"unet"}
         missing = sorted(needed - set(p.layers))
         _need(not missing, f"[layers] has no entry for {missing}")
         for arch, spec in p.layers.items():
@@ -512,7 +515,7 @@ class Profile:
               f"dynamics.snapshot_epochs must be within 0..training.cifar_resnet.epochs ({epochs}), "
               f"got {p.dynamics.snapshot_epochs}")
 
-    def _cub_archs(self) -> set[str]:
+    def cub_archs(self) -> set[str]:
         """Every CUB architecture some section uses."""
         return {*self.networks.cub.archs, *self.networks.cub.correlation_archs, *self.evaluation.localization_archs,
                 self.evaluation.descriptive_arch, self.rescaling.arch, self.compression.arch,
