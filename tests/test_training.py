@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from deepinfo.toolkit import cache
+from deepinfo.models._checkpoint import file_digest
 from deepinfo.toolkit.training import (
     History,
     Recipe,
@@ -370,3 +371,40 @@ def test_cache_keeps_snapshots(artifacts):
     assert sorted(h.snapshots) == sorted(h2.snapshots) == [0, 2]
     assert all(torch.equal(h.snapshots[2][k], h2.snapshots[2][k]) for k in h.snapshots[2])
     assert isinstance(h2, History)
+
+
+def test_a_truncated_checkpoint_is_named_and_trained_again(artifacts):
+    model, _ = cache.get_trained("tiny", CONFIG, tiny_net, lambda: HalvesData(48), SMALL, profile="smoke",
+                                 seed=0, device=CPU, progress=False)
+    path = cache.checkpoint_path("tiny", CONFIG, SMALL, profile="smoke", seed=0)
+    recorded = path.with_name(path.name + ".sha256")
+    assert recorded.read_text().strip() == file_digest(path)
+    path.write_bytes(path.read_bytes()[:100])  # a copy cut short
+    with pytest.warns(UserWarning, match=rf"{path.name}: its sha256 .* is not the .* recorded"):
+        again, h = cache.get_trained("tiny", CONFIG, tiny_net, lambda: HalvesData(48), SMALL, profile="smoke",
+                                     seed=0, device=CPU, progress=False)
+    assert h.epochs == 2 and weights_equal(model, again) and recorded.read_text().strip() == file_digest(path)
+    # a file from before the checksums: no record, unreadable -> named too
+    recorded.unlink()
+    path.write_bytes(b"not a checkpoint")
+    with pytest.warns(UserWarning, match=rf"{path.name}: cannot be read back"):
+        cache.get_trained("tiny", CONFIG, tiny_net, lambda: HalvesData(48), SMALL, profile="smoke",
+                          seed=0, device=CPU, progress=False)
+    assert recorded.is_file()
+
+
+def test_a_corrupt_training_state_starts_the_training_over(artifacts):
+    partial = artifacts / "state.partial"
+
+    def crash(epoch, model, history):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_net(), HalvesData(48), SMALL, seed=0, device=CPU, state_path=partial, on_epoch_end=crash,
+              progress=False)
+    partial.write_bytes(partial.read_bytes()[:50])
+    torch.manual_seed(0)
+    net = tiny_net()
+    with pytest.warns(UserWarning, match="state.partial: its sha256"):
+        h = train(net, HalvesData(48), SMALL, seed=0, device=CPU, state_path=partial, progress=False)
+    assert h.epochs == 2

@@ -8,8 +8,9 @@ network loads it instantly.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -23,7 +24,7 @@ from deepinfo.estimators import has_object_and_background
 from deepinfo.models import LAYER_KEYWORDS, build, cifar_resnet, cifar_resnet_autoencoder, resolve_layers, stage_names
 from deepinfo.paths import artifacts_dir
 from deepinfo.toolkit.profile import Profile, load_profile
-from deepinfo.toolkit.training import History, Recipe, evaluate
+from deepinfo.toolkit.training import CorruptFile, History, Recipe, atomic_torch_save, discard, evaluate, load_verified
 
 
 @dataclass
@@ -236,8 +237,14 @@ def trained_decoder(profile, trained: Trained, layer: str, train_set: Dataset, *
                 "epochs": d.epochs, "batch_size": d.batch_size, "lr": d.lr, "n_train": d.n_train,
                 "seed": p.seed, "data": _data_fingerprint(train_set)}
     path = artifacts_dir(p.artifacts, "decoders") / f"{trained.name}-{config_key(settings)}.pt"
+    saved = None
     if path.is_file():
-        saved = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            saved = load_verified(path)
+        except CorruptFile as exc:  # truncated or altered: found, named, trained again
+            warnings.warn(f"{exc}; deleting it and training this decoder again", stacklevel=2)
+            discard(path)
+    if saved is not None:
         dec = ResNetDecoder(tuple(saved["feature_shape"]), tuple(saved["image_shape"]), n_blocks, d.width)
         dec.load_state_dict(saved["state_dict"])
         return dec.eval().requires_grad_(False)
@@ -246,8 +253,6 @@ def trained_decoder(profile, trained: Trained, layer: str, train_set: Dataset, *
                                          generator=torch.Generator().manual_seed(p.seed))
     dec, _log = train_decoder(trained.model, layer, loader, epochs=d.epochs, lr=d.lr, n_blocks=n_blocks,
                               width=d.width, progress=progress, seed=p.seed)
-    from deepinfo.toolkit.training import atomic_torch_save
-
     atomic_torch_save({"state_dict": dec.state_dict(), "feature_shape": list(dec.feature_shape),
                        "image_shape": list(dec.image_shape), "settings": settings,
                        "epoch_mse": list(dec.fit.epoch_mse)}, path)

@@ -15,6 +15,15 @@ from torch import Tensor
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]+)\.")
 
 
+def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    """The hex digest of a file's contents (read in 1 MiB chunks)."""
+    h = hashlib.new(algorithm)
+    with Path(path).open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def unwrap_state_dict(obj: object) -> dict[str, Tensor]:
     """The state dict inside a loaded checkpoint, without a ``module.`` (DataParallel) prefix.
 
@@ -53,12 +62,9 @@ def check_hash_prefix(path: str | os.PathLike) -> None:
     match = _HASH_IN_NAME.search(path.name)
     if match is None:
         raise ValueError(f"{path.name} carries no '-<sha256 prefix>.' hash in its name")
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    if not digest.hexdigest().startswith(match.group(1)):
+    digest = file_digest(path)
+    if not digest.startswith(match.group(1)):
         raise ValueError(
-            f"{path} is corrupt or not the published file: its sha256 {digest.hexdigest()[:16]}... "
+            f"{path} is corrupt or not the published file: its sha256 {digest[:16]}... "
             f"does not start with {match.group(1)} as its name says"
         )

@@ -26,6 +26,7 @@ import math
 import os
 import re
 import tempfile
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from deepinfo.paths import artifacts_dir
-from deepinfo.toolkit.training import History, LossFn, Recipe, atomic_torch_save, default_device, seed_everything, train
+from deepinfo.toolkit.training import (CorruptFile, History, LossFn, Recipe, atomic_torch_save, default_device, discard,
+                                       load_verified, seed_everything, train)
 
 __all__ = [
     "CACHE_FORMAT",
@@ -161,8 +163,10 @@ def _atomic_write_text(text: str, path: Path) -> None:
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a cached checkpoint (weights-only unpickling): ``{"config", "model", "history", ...}``."""
-    ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)
+    """Read a cached checkpoint (weights-only unpickling, checked against its recorded sha256):
+    ``{"config", "model", "history", ...}``. Raises :class:`~deepinfo.toolkit.training.CorruptFile`
+    naming the file when it cannot be read back as written."""
+    ckpt = load_verified(path)
     if ckpt.get("format") != CACHE_FORMAT:
         raise ValueError(f"{path}: checkpoint format {ckpt.get('format')!r}, expected {CACHE_FORMAT}")
     return ckpt
@@ -219,8 +223,14 @@ def get_trained(
     path = artifacts_dir(full["profile"], "checkpoints") / f"{name}-{key}.pt"
     device = torch.device(device) if device is not None else default_device()
 
+    ckpt = None
     if path.exists():
-        ckpt = load_checkpoint(path)
+        try:
+            ckpt = load_checkpoint(path)
+        except CorruptFile as exc:  # truncated or altered: found, named, trained again
+            warnings.warn(f"{exc}; deleting it and training {name} again", stacklevel=2)
+            discard(path)
+    if ckpt is not None:
         if ckpt["config"] != full:  # a truncated-hash collision, or a file edited by hand
             raise ValueError(f"{path} holds another configuration than its key says; delete it")
         torch.manual_seed(seed)

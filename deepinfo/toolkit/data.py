@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from deepinfo.models._checkpoint import file_digest
 from deepinfo.toolkit.profile import Profile, load_profile
 
 MANIFEST = Path(__file__).resolve().parent / "data_manifest.json"
@@ -53,14 +54,6 @@ class Item:
 # ------------------------------------------------------------------------------ checks
 
 
-def _hash_file(path: Path, algorithm: str = "sha256") -> str:
-    h = hashlib.new(algorithm)
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def folder_digests(root: Path, depth: int) -> dict[str, list]:
     """``{folder relative to root: [number of files, sha256 over their names and contents]}`` for
     every folder ``depth`` levels below ``root``; files above that depth (every file, for depth 0)
@@ -78,7 +71,7 @@ def folder_digests(root: Path, depth: int) -> dict[str, list]:
         h = hashlib.sha256()
         for path in files:
             h.update(path.relative_to(root).as_posix().encode())
-            h.update(bytes.fromhex(_hash_file(path)))
+            h.update(bytes.fromhex(file_digest(path)))
         out[key] = [len(files), h.hexdigest()]
     return out
 
@@ -121,7 +114,7 @@ def _check_hash_in_name(path: Path) -> str | None:
 def _check_md5(path: Path, md5: str) -> str | None:
     if not path.is_file():
         return f"missing: {path}"
-    actual = _hash_file(path, "md5")
+    actual = file_digest(path, "md5")
     return None if actual == md5 else f"corrupted: md5 of {path.name} is {actual}, expected {md5}"
 
 

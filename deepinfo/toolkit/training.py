@@ -32,6 +32,7 @@ import os
 import random
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -44,6 +45,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from deepinfo.models._checkpoint import file_digest
+
 __all__ = [
     "AUGMENTS",
     "OPTIMIZERS",
@@ -52,6 +55,8 @@ __all__ = [
     "LossFn",
     "Recipe",
     "atomic_torch_save",
+    "load_verified",
+    "CorruptFile",
     "augment",
     "cross_entropy_loss",
     "default_device",
@@ -286,7 +291,8 @@ def seed_everything(seed: int) -> None:
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then ``os.replace`` it into place.
+    """``torch.save`` to a temporary file beside ``path``, then ``os.replace`` it into place, and
+    record its sha256 in ``<path>.sha256`` (read back by :func:`load_verified`).
 
     A crash while writing leaves the previous file (or none), never a truncated one.
     """
@@ -296,10 +302,58 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             torch.save(obj, handle)
+        digest = file_digest(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _digest_path(path).write_text(digest + "\n")
+
+
+class CorruptFile(RuntimeError):
+    """A file this project wrote that cannot be read back as written (its ``path`` is named)."""
+
+    def __init__(self, path: Path, why: str):
+        super().__init__(f"{path}: {why}")
+        self.path = path
+
+
+def _digest_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def load_verified(path: str | os.PathLike) -> Any:
+    """``torch.load`` (weights only, on the CPU) of a file :func:`atomic_torch_save` wrote, after
+    checking it against the sha256 recorded beside it.
+
+    A file from before the checksums is loaded as it is and its checksum recorded then.
+
+    Raises:
+        CorruptFile: the digest differs from the recorded one (truncated or altered), or the file
+            cannot be unpickled; the message names the file.
+    """
+    path = Path(path)
+    recorded = _digest_path(path)
+    if recorded.is_file():
+        want = recorded.read_text().split()[0] if recorded.read_text().strip() else ""
+        got = file_digest(path)
+        if got != want:
+            raise CorruptFile(path, f"its sha256 {got[:16]}... is not the {want[:16]}... recorded when it was "
+                                    "written (truncated or altered)")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CorruptFile(path, f"cannot be read back ({type(exc).__name__}: {exc})") from exc
+    if not recorded.is_file():
+        recorded.write_text(file_digest(path) + "\n")
+    return obj
+
+
+def discard(path: str | os.PathLike) -> None:
+    """Delete a cached file and its recorded checksum."""
+    path = Path(path)
+    path.unlink(missing_ok=True)
+    _digest_path(path).unlink(missing_ok=True)
 
 
 def _derived_seed(seed: int, *stream: int) -> int:
@@ -526,7 +580,7 @@ def _check_keep(keep_epochs: Iterable[int], epochs: int) -> frozenset[int]:
 
 
 def _load_state(path: Path, recipe: Recipe, seed: int, keep: frozenset[int]) -> dict[str, Any]:
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_verified(path)
     if state.get("format") != STATE_FORMAT:
         raise ValueError(f"state file {path} has format {state.get('format')!r}, expected {STATE_FORMAT}")
     if state["recipe"] != recipe.to_dict() or state["seed"] != seed:
@@ -607,9 +661,14 @@ def train(
     loss_fn = loss_fn or cross_entropy_loss(recipe.label_smoothing)
     state_path = Path(state_path) if state_path is not None else None
 
-    history, start = History(), 0
+    history, start, state = History(), 0, None
     if state_path is not None and state_path.exists():
-        state = _load_state(state_path, recipe, seed, keep)
+        try:
+            state = _load_state(state_path, recipe, seed, keep)
+        except CorruptFile as exc:  # e.g. a crash of the machine mid-write: start this training over
+            warnings.warn(f"{exc}; deleting it and starting this training over", stacklevel=2)
+            discard(state_path)
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         history = History.from_dict(state["history"])
