@@ -273,3 +273,16 @@ def test_the_paper_profile_stops_before_any_notebook_without_cuda(nbdir, tmp_pat
     with pytest.raises(SystemExit, match="requires CUDA"):
         rp.main(["--profile", "paper", "--no-book"])
     assert not (tmp_path / "artifacts" / "paper" / "notebooks" / "01_a.ipynb").exists()  # nothing ran
+
+
+def test_each_notebook_logs_its_output_and_records_the_versions(nbdir, tmp_path):
+    write_notebook(nbdir / "01_a.ipynb", code="print('hello from the notebook', x)")
+    rp.run("smoke")
+    log = tmp_path / "artifacts" / "smoke" / "logs" / "01_a.log"
+    assert "hello from the notebook 1" in log.read_text()
+    record = rp.read_record(rp.load_profile("smoke"), nbdir / "01_a.ipynb")
+    import torch
+
+    assert record["environment"]["torch"] == str(torch.__version__)
+    text = rp._run_info(rp.load_profile("smoke"), {"01_a": record})
+    assert "Software and hardware: torch " in text

@@ -23,6 +23,7 @@ from typing import Any, Sequence
 
 from deepinfo.paths import artifacts_dir
 from deepinfo.plotting import set_style
+from deepinfo.toolkit.environment import versions
 from deepinfo.toolkit.profile import Profile, load_profile
 from deepinfo.book.verdicts import INCONCLUSIVE, Condition, Verdict
 
@@ -53,6 +54,7 @@ class Claim:
     n_needed: int | None = None
     design: str = ""
     confidence: float = 0.95
+    environment: dict = field(default_factory=dict)  # deepinfo.toolkit.environment.versions() of the run
 
     @property
     def decisive(self) -> bool:
@@ -182,7 +184,7 @@ class Report:
                   [_finite_or_none(v) for v in verdict.interval], verdict.n_units, verdict.unit, verdict.threshold,
                   verdict.side, verdict.rule, rationale, setup_met, setup_words,
                   [asdict(x) for x in setup], clean, evidence, self.profile.name, data, verdict.n_needed,
-                  verdict.design, verdict.confidence)
+                  verdict.design, verdict.confidence, versions())
         self.claims.append(c)
         self._claims_path.write_text(json.dumps([asdict(x) for x in self.claims], indent=2))
         _display_markdown(_claim_markdown(c))

@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 from deepinfo.paths import artifacts_dir, repo_root
+from deepinfo.toolkit.environment import describe, versions
 from deepinfo.toolkit.profile import Profile, load_profile, override_text
 
 NOTEBOOKS = repo_root() / "notebooks"
@@ -233,6 +234,7 @@ def run(profile: str, only: list[str] | None = None, params: dict | None = None,
     selected = select(only)
     shares = params_per_notebook(selected, params or {})
     out_dir = artifacts_dir(prof.artifacts, "notebooks")
+    logs = artifacts_dir(prof.artifacts, "logs")
     code = _code_digest()
     for name in sorted(params or {}):
         users = [nb.stem for nb in selected if name in shares[nb]]
@@ -252,15 +254,18 @@ def run(profile: str, only: list[str] | None = None, params: dict | None = None,
             timings.append({"notebook": nb.stem, "seconds": 0.0, "status": "skipped"})
             continue
         record = {"status": "running", "digest": digest, "params": shares[nb], "profile": prof.name,
-                  "started": _now()}
+                  "started": _now(), "environment": versions()}
         record_path.write_text(json.dumps(record, indent=2, default=repr))
-        print(f"  {nb.stem:<30} running ...", flush=True)
+        log_path = logs / f"{nb.stem}.log"
+        print(f"  {nb.stem:<30} running ... (log: {log_path})", flush=True)
         start = time.perf_counter()
         try:
-            papermill.execute_notebook(
-                str(nb), str(target), parameters={"profile": _profile_argument(profile), **shares[nb]},
-                kernel_name="python3", cwd=str(NOTEBOOKS), progress_bar=False, report_mode=False,
-            )
+            with log_path.open("w") as log:  # the notebook's own output, streamed as it runs
+                papermill.execute_notebook(
+                    str(nb), str(target), parameters={"profile": _profile_argument(profile), **shares[nb]},
+                    kernel_name="python3", cwd=str(NOTEBOOKS), progress_bar=False, report_mode=False,
+                    log_output=False, stdout_file=log, stderr_file=log,
+                )
         except BaseException as exc:  # papermill has written the partial output, error included
             seconds = round(time.perf_counter() - start, 1)
             record.update(status="failed", seconds=seconds, finished=_now(), error=_describe(exc))
@@ -271,7 +276,7 @@ def run(profile: str, only: list[str] | None = None, params: dict | None = None,
                 raise
             raise ReproduceError(
                 f"\n{nb.name} FAILED after {seconds:.0f} s in profile {prof.name!r}: {_describe(exc)}\n"
-                f"The executed notebook, with its error, is kept at {target}\n"
+                f"The executed notebook, with its error, is kept at {target}; its output: {log_path}\n"
                 f"Fix it and rerun; notebooks that already succeeded are skipped."
             ) from None
         seconds = round(time.perf_counter() - start, 1)
@@ -422,6 +427,9 @@ def _run_info(prof: Profile, records: dict[str, dict | None]) -> str:
         + (f"; parameters: {', '.join(f'`{p}`' for p in params)}" if params else "; no parameter overrides")
         + ". Book built " + _dt.date.today().isoformat() + ".",
     ]
+    envs = sorted({describe(r["environment"]) for r in ran.values() if r.get("environment")})
+    if envs:
+        lines += ["", "Software and hardware: " + " | ".join(envs) + "."]
     if missing:
         lines += ["", "Not (successfully) run yet, shown as placeholder pages: "
                   + ", ".join(f"`{m}`" for m in missing) + "."]
