@@ -1,6 +1,7 @@
 # deepinfo: every target creates and fills .venv when it is missing or stale.
 #
 #   make reproduce [PROFILE=smoke|cpu|paper] [SET="estimator.batch_size=64 ..."] [PARAMS="n_images=4 ..."] [ONLY="02 05"] [FORCE=1]
+#   make plan [PROFILE=...] [SET=...]      every job, download, disk and time, before running anything
 #   make data [PROFILE=...] [DOWNLOAD=1]   list, verify (and fetch) the data a profile reads
 #   make book [PROFILE=...]     rebuild the book from what has run
 #   make test                   unit tests, the smoke run + book, nbval, the book in Chromium
@@ -24,7 +25,7 @@ endif
 # the browser test runs the system's Chromium through chromedriver (Debian packages)
 CHROMIUM_PKGS := chromium chromium-driver
 
-.PHONY: venv test unit-test bench reproduce data book browser clean-book clean-venv
+.PHONY: venv test unit-test bench reproduce plan data book browser clean-book clean-venv
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -50,6 +51,9 @@ bench: $(STAMP)
 reproduce: $(STAMP)
 	$(PY) -m deepinfo.book.reproduce --profile $(PROFILE) $(addprefix -p ,$(PARAMS)) $(addprefix --set ,$(SET)) \
 		$(if $(strip $(ONLY)),--only $(ONLY)) $(if $(strip $(FORCE)),--force)
+
+plan: $(STAMP)
+	$(PY) -m deepinfo.book.plan --profile $(PROFILE) $(addprefix --set ,$(SET))
 
 data: $(STAMP)
 	$(PY) -m deepinfo.toolkit.data --profile $(PROFILE) $(if $(strip $(DOWNLOAD)),--download)

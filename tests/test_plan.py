@@ -1,0 +1,56 @@
+"""make plan: jobs, downloads, disk and an estimate from measured costs, without running anything."""
+
+import pytest
+
+from deepinfo.book import plan as PL
+from deepinfo.toolkit.profile import load_profile
+
+
+def test_workload_counts_the_work_each_notebook_does():
+    work = PL.workload(load_profile("paper"))
+    assert set(work) >= {"00_validation", "02_layer_curves", "08_compression", "15_unet"}
+    assert all(x.count > 0 for parts in work.values() for x in parts)
+    # the compression notebook retrains every stage and measures every stage and the original
+    kinds = {x.kind for x in work["08_compression"]}
+    assert {"train", "map", "ru", "decoder"} <= kinds
+
+
+def test_gpu_seconds_follow_the_measured_costs():
+    costs = {"gpu": {"map_seconds_224": {"vgg16": 0.5, "alexnet": 0.1, "resnet50": 0.2},
+                     "linear_seconds_224": {"vgg16": 0.05, "alexnet": 0.01, "resnet50": 0.02},
+                     "train_images_per_second_224": {"vgg16": 1000, "alexnet": 5000, "resnet50": 1000},
+                     "ru_factor": 10, "decoder_factor": 1, "pgd_factor": 17, "min_map_seconds": 0.01,
+                     "min_image_seconds": 1e-6}}
+    assert PL.gpu_seconds(PL.Work("map", "vgg16", 10, 224), costs) == pytest.approx(5.0)
+    assert PL.gpu_seconds(PL.Work("ru", "vgg16", 10, 224), costs) == pytest.approx(50.0)
+    assert PL.gpu_seconds(PL.Work("train", "vgg16", 1000, 224), costs) == pytest.approx(1.0)
+    assert PL.gpu_seconds(PL.Work("pgd", "vgg16", 1000, 224), costs) == pytest.approx(17.0)
+    # VGG-19 from VGG-16 by FLOPs; a tiny CIFAR net hits the floor
+    assert PL.gpu_seconds(PL.Work("map", "vgg19", 1, 224), costs) == pytest.approx(0.5 * 19.6 / 15.5)
+    assert PL.gpu_seconds(PL.Work("map", "cifar", 1, 32), costs) == pytest.approx(0.01)
+
+
+def test_plan_of_the_paper_profile_names_what_would_stop_it(tmp_path, monkeypatch, capsys):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("DEEPINFO_DATA", str(tmp_path))
+    assert PL.main(["--profile", "paper"]) == 1
+    out, err = capsys.readouterr()
+    assert "estimated time on the gpu" in out and "in all" in out and "where the time goes" in out
+    assert "to download  cifar10" in out and "cub200" in out
+    assert "requires CUDA" in err and "imagenet-val" in err and "isbi2012" in err
+    # what if: decoders only at the stage outputs costs less
+    total = lambda text: float(text.split("in all")[1].split("min")[0])  # noqa: E731
+    PL.main(["--profile", "paper", "--set", "decoder.layers=stages"])
+    assert total(capsys.readouterr().out) < total(out)
+
+
+def test_plan_of_smoke_estimates_from_measured_cpu_runs(capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert PL.main(["--profile", "smoke"]) == 0
+    out = capsys.readouterr().out
+    assert "none: synthetic data" in out and "02_layer_curves" in out and "not estimated" not in out
+    assert "measured notebook times" in out
