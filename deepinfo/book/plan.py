@@ -87,7 +87,6 @@ def workload(p: Profile) -> dict[str, list[Work]]:
             seen.add(key or arch)
             w[nb].append(Work(kind, arch, images, size))
 
-    archs = p.cub_archs()
     d0 = depths[0]
     # 00: the estimators on a ResNet, both methods
     if trained_cifar:
