@@ -2,6 +2,7 @@
 #
 #   make reproduce [PROFILE=smoke|cpu|paper] [SET="estimator.batch_size=64 ..."] [PARAMS="n_images=4 ..."] [ONLY="02 05"] [FORCE=1]
 #   make plan [PROFILE=...] [SET=...]      every job, download, disk and time, before running anything
+#   make publish PROFILE=... [PUSH=1]      the built book onto the gh-pages branch (ghp-import)
 #   make data [PROFILE=...] [DOWNLOAD=1]   list, verify (and fetch) the data a profile reads
 #   make book [PROFILE=...]     rebuild the book from what has run
 #   make test                   unit tests, the smoke run + book, nbval, the book in Chromium
@@ -25,7 +26,7 @@ endif
 # the browser test runs the system's Chromium through chromedriver (Debian packages)
 CHROMIUM_PKGS := chromium chromium-driver
 
-.PHONY: venv test unit-test bench reproduce plan data book browser clean-book clean-venv
+.PHONY: venv test unit-test bench reproduce plan publish data book browser clean-book clean-venv
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -54,6 +55,10 @@ reproduce: $(STAMP)
 
 plan: $(STAMP)
 	$(PY) -m deepinfo.book.plan --profile $(PROFILE) $(addprefix --set ,$(SET))
+
+publish: $(STAMP)
+	$(PY) -m deepinfo.book.publish --profile $(PROFILE) $(if $(strip $(ALLOW_SMOKE)),--allow-smoke) \
+		$(if $(strip $(ALLOW_INCOMPLETE)),--allow-incomplete) $(if $(strip $(PUSH)),--push)
 
 data: $(STAMP)
 	$(PY) -m deepinfo.toolkit.data --profile $(PROFILE) $(if $(strip $(DOWNLOAD)),--download)

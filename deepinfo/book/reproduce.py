@@ -66,6 +66,10 @@ class ReproduceError(SystemExit):
 # --------------------------------------------------------------------------------------------
 
 
+#: Written beside the built book's index.html: the profile and each notebook's status.
+BUILD_RECORD = "deepinfo-book.json"
+
+
 def is_scoreboard(nb: Path) -> bool:
     return nb.stem == SCOREBOARD or nb.stem.endswith("_" + SCOREBOARD)
 
@@ -502,6 +506,10 @@ def build_book(profile: str, strict: bool = True) -> Path:
     if proc.returncode != 0 or not (html / "index.html").is_file():
         raise ReproduceError("the book build failed (warnings are errors); see the output above")
     print(f"  book built in {time.perf_counter() - start:.0f} s: {html / 'index.html'}")
+    # what the book was built from, for `make publish` (which refuses a smoke book or failed pages)
+    (html / BUILD_RECORD).write_text(json.dumps({
+        "profile": prof.name, "built": _now(),
+        "notebooks": {k: (r or {}).get("status", "not run") for k, r in records.items()}}, indent=2) + "\n")
     return html
 
 
