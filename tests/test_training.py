@@ -408,3 +408,37 @@ def test_a_corrupt_training_state_starts_the_training_over(artifacts):
     with pytest.warns(UserWarning, match="state.partial: its sha256"):
         h = train(net, HalvesData(48), SMALL, seed=0, device=CPU, state_path=partial, progress=False)
     assert h.epochs == 2
+
+
+_SIDE_BY_SIDE = """
+import sys, torch
+from torch import nn
+from torch.utils.data import TensorDataset
+from deepinfo.toolkit import cache
+from deepinfo.toolkit.training import Recipe
+
+log = sys.argv[1]
+
+def build_data():
+    with open(log, "a") as f:
+        f.write("trained\\n")
+    g = torch.Generator().manual_seed(0)
+    return TensorDataset(torch.rand(64, 3, 4, 4, generator=g), torch.randint(0, 2, (64,), generator=g))
+
+net = lambda: nn.Sequential(nn.Flatten(), nn.Linear(48, 2))
+cache.get_trained("tiny", {"model": "linear"}, net, build_data, Recipe(epochs=3, batch_size=8, lr=0.01),
+                  profile="smoke", seed=0, device="cpu", progress=False)
+"""
+
+
+def test_notebooks_side_by_side_train_a_shared_network_once(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    script, log = tmp_path / "train.py", tmp_path / "log.txt"
+    script.write_text(_SIDE_BY_SIDE)
+    env = {**os.environ, "DEEPINFO_ARTIFACTS": str(tmp_path / "artifacts"), "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, str(script), str(log)], env=env) for _ in range(2)]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    assert log.read_text().count("trained") == 1  # the second waited for the first, then loaded

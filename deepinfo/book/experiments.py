@@ -237,26 +237,27 @@ def trained_decoder(profile, trained: Trained, layer: str, train_set: Dataset, *
                 "epochs": d.epochs, "batch_size": d.batch_size, "lr": d.lr, "n_train": d.n_train,
                 "seed": p.seed, "data": _data_fingerprint(train_set)}
     path = artifacts_dir(p.artifacts, "decoders") / f"{trained.name}-{config_key(settings)}.pt"
-    saved = None
-    if path.is_file():
-        try:
-            saved = load_verified(path)
-        except CorruptFile as exc:  # truncated or altered: found, named, trained again
-            warnings.warn(f"{exc}; deleting it and training this decoder again", stacklevel=2)
-            discard(path)
-    if saved is not None:
-        dec = ResNetDecoder(tuple(saved["feature_shape"]), tuple(saved["image_shape"]), n_blocks, d.width)
-        dec.load_state_dict(saved["state_dict"])
-        return dec.eval().requires_grad_(False)
-    data = subset(train_set, d.n_train, seed=p.seed) if d.n_train and d.n_train < len(train_set) else train_set
-    loader = torch.utils.data.DataLoader(data, batch_size=d.batch_size, shuffle=True,
-                                         generator=torch.Generator().manual_seed(p.seed))
-    dec, _log = train_decoder(trained.model, layer, loader, epochs=d.epochs, lr=d.lr, n_blocks=n_blocks,
-                              width=d.width, progress=progress, seed=p.seed)
-    atomic_torch_save({"state_dict": dec.state_dict(), "feature_shape": list(dec.feature_shape),
-                       "image_shape": list(dec.image_shape), "settings": settings,
-                       "epoch_mse": list(dec.fit.epoch_mse)}, path)
-    return dec
+    with cache.locked(path):  # notebooks side by side: one trains, the others wait and load
+        saved = None
+        if path.is_file():
+            try:
+                saved = load_verified(path)
+            except CorruptFile as exc:  # truncated or altered: found, named, trained again
+                warnings.warn(f"{exc}; deleting it and training this decoder again", stacklevel=2)
+                discard(path)
+        if saved is not None:
+            dec = ResNetDecoder(tuple(saved["feature_shape"]), tuple(saved["image_shape"]), n_blocks, d.width)
+            dec.load_state_dict(saved["state_dict"])
+            return dec.eval().requires_grad_(False)
+        data = subset(train_set, d.n_train, seed=p.seed) if d.n_train and d.n_train < len(train_set) else train_set
+        loader = torch.utils.data.DataLoader(data, batch_size=d.batch_size, shuffle=True,
+                                             generator=torch.Generator().manual_seed(p.seed))
+        dec, _log = train_decoder(trained.model, layer, loader, epochs=d.epochs, lr=d.lr, n_blocks=n_blocks,
+                                  width=d.width, progress=progress, seed=p.seed)
+        atomic_torch_save({"state_dict": dec.state_dict(), "feature_shape": list(dec.feature_shape),
+                           "image_shape": list(dec.image_shape), "settings": settings,
+                           "epoch_mse": list(dec.fit.epoch_mse)}, path)
+        return dec
 
 
 # --- whole (uncropped) bird images and filtered picks (weakly supervised localization) ---------

@@ -18,6 +18,7 @@ The key covers only what the caller describes: code passed as ``build_model`` / 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import hashlib
@@ -47,6 +48,7 @@ __all__ = [
     "full_config",
     "get_trained",
     "load_checkpoint",
+    "locked",
 ]
 
 #: Bumped when the checkpoint layout or the training loop changes what a key means.
@@ -162,6 +164,23 @@ def _atomic_write_text(text: str, path: Path) -> None:
         raise
 
 
+@contextlib.contextmanager
+def locked(path: str | os.PathLike):
+    """Hold an exclusive lock on ``<path>.lock`` (``fcntl.flock``): of several processes that need
+    the same cached file (notebooks run side by side), one trains it while the others wait, then
+    find it in the cache. The lock goes with the process if it dies."""
+    import fcntl
+
+    lock = Path(path).with_name(Path(path).name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Read a cached checkpoint (weights-only unpickling, checked against its recorded sha256):
     ``{"config", "model", "history", ...}``. Raises :class:`~deepinfo.toolkit.training.CorruptFile`
@@ -223,41 +242,42 @@ def get_trained(
     path = artifacts_dir(full["profile"], "checkpoints") / f"{name}-{key}.pt"
     device = torch.device(device) if device is not None else default_device()
 
-    ckpt = None
-    if path.exists():
-        try:
-            ckpt = load_checkpoint(path)
-        except CorruptFile as exc:  # truncated or altered: found, named, trained again
-            warnings.warn(f"{exc}; deleting it and training {name} again", stacklevel=2)
-            discard(path)
-    if ckpt is not None:
-        if ckpt["config"] != full:  # a truncated-hash collision, or a file edited by hand
-            raise ValueError(f"{path} holds another configuration than its key says; delete it")
-        torch.manual_seed(seed)
-        model = build_model()
-        model.load_state_dict(ckpt["model"])
-        return model.to(device).eval(), History.from_dict(ckpt["history"])
+    with locked(path):  # notebooks side by side: one trains, the others wait and load
+        ckpt = None
+        if path.exists():
+            try:
+                ckpt = load_checkpoint(path)
+            except CorruptFile as exc:  # truncated or altered: found, named, trained again
+                warnings.warn(f"{exc}; deleting it and training {name} again", stacklevel=2)
+                discard(path)
+        if ckpt is not None:
+            if ckpt["config"] != full:  # a truncated-hash collision, or a file edited by hand
+                raise ValueError(f"{path} holds another configuration than its key says; delete it")
+            torch.manual_seed(seed)
+            model = build_model()
+            model.load_state_dict(ckpt["model"])
+            return model.to(device).eval(), History.from_dict(ckpt["history"])
 
-    seed_everything(seed)
-    model = build_model()
-    train_set = build_data()
-    val_set = val_data() if callable(val_data) and not isinstance(val_data, Dataset) else val_data
-    partial = path.with_name(path.name + ".partial")
-    history = train(
-        model, train_set, recipe, seed=seed, device=device, val_set=val_set, loss_fn=loss_fn,
-        state_path=partial, keep_epochs=keep_epochs, progress=progress, num_workers=num_workers,
-    )
-    _atomic_write_text(json.dumps({"key": key, **full}, indent=2, sort_keys=True) + "\n", path.with_suffix(".json"))
-    atomic_torch_save(
-        {
-            "format": CACHE_FORMAT,
-            "name": name,
-            "key": key,
-            "config": full,
-            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "history": history.to_dict(),
-        },
-        path,
-    )
-    partial.unlink(missing_ok=True)
-    return model.eval(), history
+        seed_everything(seed)
+        model = build_model()
+        train_set = build_data()
+        val_set = val_data() if callable(val_data) and not isinstance(val_data, Dataset) else val_data
+        partial = path.with_name(path.name + ".partial")
+        history = train(
+            model, train_set, recipe, seed=seed, device=device, val_set=val_set, loss_fn=loss_fn,
+            state_path=partial, keep_epochs=keep_epochs, progress=progress, num_workers=num_workers,
+        )
+        _atomic_write_text(json.dumps({"key": key, **full}, indent=2, sort_keys=True) + "\n", path.with_suffix(".json"))
+        atomic_torch_save(
+            {
+                "format": CACHE_FORMAT,
+                "name": name,
+                "key": key,
+                "config": full,
+                "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                "history": history.to_dict(),
+            },
+            path,
+        )
+        partial.unlink(missing_ok=True)
+        return model.eval(), history
