@@ -118,9 +118,10 @@ class Report:
             _display(_readable(frame))
         return path
 
-    def show(self, frame) -> None:
+    def show(self, frame, caption: str = "") -> None:
         """Show a table the way the page shows every table: 4 significant digits, a named index
-        turned into columns, no row numbers (nothing is written; see :meth:`table`)."""
+        turned into columns, no row numbers, "n/a" for a missing value (nothing is written; see
+        :meth:`table`)."""
         import pandas as pd
 
         if isinstance(frame, pd.Series):
@@ -129,6 +130,8 @@ class Report:
             if any(n is not None for n in frame.index.names):
                 frame = frame.reset_index()
             frame = _readable(frame)
+            if caption and hasattr(frame, "set_caption"):
+                frame = frame.set_caption(caption)
         _display(frame)
 
     def figure(self, fig, name: str, dpi: int = 110) -> Path:
@@ -267,7 +270,7 @@ def _readable(frame):
 
     def fmt(v):
         if isinstance(v, float):
-            return "" if v != v else f"{v:.4g}"
+            return "n/a" if v != v else f"{v:.4g}"
         return v
 
     try:
