@@ -347,6 +347,9 @@ def _book_notebook(src: Path, dst: Path) -> None:
         # the defaults are superseded by papermill's injected cell, which shows the run's values
         if "parameters" in tags and injected and "remove-cell" not in tags:
             tags.append("remove-cell")
+        # the run's values, folded like every code cell (the front page names the profile)
+        if "injected-parameters" in tags and "hide-input" not in tags:
+            tags.append("hide-input")
     dst.write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
 
 
