@@ -168,3 +168,18 @@ def test_report_show_rounds_and_turns_a_named_index_into_columns(tmp_path, monke
     assert "0.5" in shown[-1].to_html()
     rep.show("not a table")
     assert shown[-1] == "not a table"
+
+
+def test_a_claim_states_its_effect_once_then_its_detail(tmp_path, monkeypatch):
+    from deepinfo.book import report as R
+
+    shown = []
+    monkeypatch.setattr(R, "_display_markdown", shown.append)
+    monkeypatch.setenv("DEEPINFO_ARTIFACTS", str(tmp_path))
+    rep = R.Report("99_test", "smoke")
+    c = rep.claim("A claim.", decide([0.3, 0.2, 0.25, 0.1] * 5), rationale="why", item="Fig. 1", data="d",
+                  detail="per image, the detail")
+    text = shown[-1]
+    assert text.count(f"{c.effect:+.4g}") == 1 and "per image, the detail" in text
+    assert c.evidence.startswith("held: effect") and c.evidence.endswith("per image, the detail")
+    assert c.environment["torch"] == str(torch.__version__)

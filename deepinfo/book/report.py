@@ -55,6 +55,7 @@ class Claim:
     design: str = ""
     confidence: float = 0.95
     environment: dict = field(default_factory=dict)  # deepinfo.toolkit.environment.versions() of the run
+    detail: str = ""  # the per-unit detail alone (evidence = the verdict line + this)
 
     @property
     def decisive(self) -> bool:
@@ -187,7 +188,7 @@ class Report:
                   [_finite_or_none(v) for v in verdict.interval], verdict.n_units, verdict.unit, verdict.threshold,
                   verdict.side, verdict.rule, rationale, setup_met, setup_words,
                   [asdict(x) for x in setup], clean, evidence, self.profile.name, data, verdict.n_needed,
-                  verdict.design, verdict.confidence, versions())
+                  verdict.design, verdict.confidence, versions(), detail)
         self.claims.append(c)
         self._claims_path.write_text(json.dumps([asdict(x) for x in self.claims], indent=2))
         _display_markdown(_claim_markdown(c))
@@ -219,7 +220,7 @@ def _claim_markdown(c: Claim) -> str:
             f"[{_fmt(lo)}, {_fmt(hi)}] over {c.n_units} {c.unit}; threshold {c.threshold:.4g} "
             f"({c.side}).{more}{design}\n\n"
             f"*Rule (fixed before the run):* {c.rule}. *Why this rule:* {c.rationale}\n\n"
-            f"{setup}\n\n{c.evidence}\n\n*Profile `{c.profile}`; data: {c.data}.*")
+            f"{setup}\n\n" + (f"{c.detail}\n\n" if c.detail else "") + f"*Profile `{c.profile}`; data: {c.data}.*")
 
 
 def _finite_or_none(v) -> float | None:
