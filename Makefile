@@ -1,6 +1,6 @@
 # deepinfo: every target creates and fills .venv when it is missing or stale.
 #
-#   make reproduce [PROFILE=smoke|cpu|paper] [SET="estimator.batch_size=64 ..."] [PARAMS="n_images=4 ..."] [ONLY="02 05"] [FORCE=1]
+#   make reproduce [PROFILE=smoke|cpu|paper] [JOBS=4] [SET="estimator.batch_size=64 ..."] [PARAMS="n_images=4 ..."] [ONLY="02 05"] [FORCE=1]
 #   make plan [PROFILE=...] [SET=...]      every job, download, disk and time, before running anything
 #   make publish PROFILE=... [PUSH=1]      the built book onto the gh-pages branch (ghp-import)
 #   make data [PROFILE=...] [DOWNLOAD=1]   list, verify (and fetch) the data a profile reads
@@ -14,6 +14,8 @@ STAMP := $(VENV)/.installed
 PROFILE ?= smoke
 PARAMS ?=
 SET ?=
+JOBS ?= 1
+GPUS ?= $(shell nvidia-smi -L 2>/dev/null | wc -l)
 ONLY ?=
 FORCE ?=
 # the offline copy of the real data, when it sits beside the repository (CI, developers)
@@ -40,7 +42,7 @@ venv: $(STAMP)
 # parameters; the trained networks now come from the cache) and the built book in Chromium.
 test: $(STAMP) browser
 	$(PY) -m pytest tests --ignore=tests/test_book_browser.py
-	$(PY) -m deepinfo.book.reproduce --profile smoke
+	$(MAKE) --no-print-directory reproduce PROFILE=smoke JOBS=2
 	$(PY) -m pytest --nbval-lax --nbval-current-env notebooks tests/test_book_browser.py
 
 unit-test: $(STAMP)
@@ -49,9 +51,12 @@ unit-test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_estimators.py $(BENCH_ARGS)
 
+# the workflow (workflow/Snakefile): one job per notebook, JOBS at a time (one GPU each where the
+# profile needs one), then the scoreboard and the book; reruns only what changed (FORCE=1: all)
 reproduce: $(STAMP)
-	$(PY) -m deepinfo.book.reproduce --profile $(PROFILE) $(addprefix -p ,$(PARAMS)) $(addprefix --set ,$(SET)) \
-		$(if $(strip $(ONLY)),--only $(ONLY)) $(if $(strip $(FORCE)),--force)
+	$(VENV)/bin/snakemake -s workflow/Snakefile --cores $(JOBS) --resources gpu=$(GPUS) --rerun-incomplete \
+		--config profile=$(PROFILE) $(if $(strip $(SET)),set="$(SET)") $(if $(strip $(ONLY)),only="$(ONLY)") \
+		$(if $(strip $(PARAMS)),params="$(PARAMS)") $(if $(strip $(FORCE)),--forceall) --quiet rules
 
 plan: $(STAMP)
 	$(PY) -m deepinfo.book.plan --profile $(PROFILE) $(addprefix --set ,$(SET))

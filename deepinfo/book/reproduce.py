@@ -207,16 +207,27 @@ def read_record(prof: Profile, nb: Path) -> dict | None:
 # --------------------------------------------------------------------------------------------
 
 
-def select(only: list[str] | None) -> list[Path]:
-    """The notebooks to run: all, or those named (stem or number prefix) plus the scoreboard."""
+def select(only: list[str] | None, scoreboard: bool = True) -> list[Path]:
+    """The notebooks to run: all, or those named (stem or number prefix) plus the scoreboard
+    (unless ``scoreboard`` is False: a workflow job runs exactly one notebook)."""
     every = notebooks()
     if not only:
         return every
     wanted = [nb for nb in every if nb.stem in only or nb.stem.split("_")[0] in only]
     if not wanted:
         raise ReproduceError(f"no notebook matches {only}; notebooks: {[p.stem for p in every]}")
-    board = [nb for nb in every if is_scoreboard(nb) and nb not in wanted]
+    board = [nb for nb in every if is_scoreboard(nb) and nb not in wanted] if scoreboard else []
     return wanted + board
+
+
+def write_overrides(base: Profile, profile: str, sets: list[str]) -> Path:
+    """``artifacts/<profile>/profile-overrides.toml``: ``profile`` with the dotted ``sets``. Rewritten
+    only when its text changes (a workflow reruns the jobs whose inputs are newer than their outputs)."""
+    path = artifacts_dir(base.artifacts) / "profile-overrides.toml"
+    text = override_text(_profile_argument(profile), sets)
+    if not path.is_file() or path.read_text() != text:
+        path.write_text(text)
+    return path
 
 
 def _profile_argument(profile: str) -> str:
@@ -225,7 +236,8 @@ def _profile_argument(profile: str) -> str:
     return str(path.resolve()) if path.suffix == ".toml" and path.is_file() else profile
 
 
-def run(profile: str, only: list[str] | None = None, params: dict | None = None, force: bool = False) -> list[dict]:
+def run(profile: str, only: list[str] | None = None, params: dict | None = None, force: bool = False,
+        scoreboard: bool = True) -> list[dict]:
     """Execute the selected notebooks of ``profile`` with papermill, skipping those up to date.
 
     Returns one ``{"notebook", "seconds", "status"}`` per notebook (status ok / skipped).
@@ -235,7 +247,7 @@ def run(profile: str, only: list[str] | None = None, params: dict | None = None,
             (its executed output, with the error, is kept; the message gives its path).
     """
     prof = load_profile(profile)
-    selected = select(only)
+    selected = select(only, scoreboard)
     shares = params_per_notebook(selected, params or {})
     out_dir = artifacts_dir(prof.artifacts, "notebooks")
     logs = artifacts_dir(prof.artifacts, "logs")
@@ -526,6 +538,8 @@ def main(argv=None) -> None:
                     help="override a profile key, dotted (estimator.batch_size=64; repeatable)")
     ap.add_argument("--only", nargs="+", metavar="NAME", help="notebook names or number prefixes to run")
     ap.add_argument("--force", action="store_true", help="run even when the inputs are unchanged")
+    ap.add_argument("--exactly", metavar="NAME", help="run this one notebook, always, and nothing else "
+                    "(a job of the workflow, workflow/Snakefile, which decides what is up to date)")
     group = ap.add_mutually_exclusive_group()
     group.add_argument("--no-book", action="store_true", help="run the notebooks, do not build the book")
     group.add_argument("--book-only", action="store_true", help="build the book from what has run")
@@ -533,8 +547,7 @@ def main(argv=None) -> None:
     try:
         base = load_profile(args.profile)  # an unknown profile fails here, before anything runs
         if args.sets:  # the run's profile: the base with the overrides, kept beside its artifacts
-            path = artifacts_dir(base.artifacts) / "profile-overrides.toml"
-            path.write_text(override_text(_profile_argument(args.profile), args.sets))
+            path = write_overrides(base, args.profile, args.sets)
             load_profile(path)
             print(f"deepinfo: profile {base.name!r} with {', '.join(args.sets)} ({path})")
             args.profile = str(path)
@@ -545,6 +558,11 @@ def main(argv=None) -> None:
     except RuntimeError as exc:
         raise ReproduceError(str(exc)) from None
     params = parse_params(args.param)
+    if args.exactly:
+        if args.only or args.book_only:
+            raise ReproduceError("--exactly runs one notebook: --only and --book-only do not apply")
+        run(args.profile, [args.exactly], params, force=True, scoreboard=False)
+        return
     if args.book_only and (params or args.only or args.force):
         raise ReproduceError("--book-only runs nothing: -p, --only and --force do not apply")
     if not args.book_only:
