@@ -56,7 +56,7 @@ bench: $(STAMP)
 reproduce: $(STAMP)
 	$(VENV)/bin/snakemake -s workflow/Snakefile --cores $(JOBS) --resources gpu=$(GPUS) --rerun-incomplete \
 		--config profile=$(PROFILE) $(if $(strip $(SET)),set="$(SET)") $(if $(strip $(ONLY)),only="$(ONLY)") \
-		$(if $(strip $(PARAMS)),params="$(PARAMS)") $(if $(strip $(FORCE)),--forceall) --quiet rules
+		$(if $(strip $(PARAMS)),params="$(PARAMS)") $(if $(strip $(FORCE)),--forceall)
 
 plan: $(STAMP)
 	$(PY) -m deepinfo.book.plan --profile $(PROFILE) $(addprefix --set ,$(SET))
