@@ -286,3 +286,20 @@ def test_each_notebook_logs_its_output_and_records_the_versions(nbdir, tmp_path)
     assert record["environment"]["torch"] == str(torch.__version__)
     text = rp._run_info(rp.load_profile("smoke"), {"01_a": record})
     assert "Software and hardware: torch " in text
+
+
+def test_each_job_holds_a_gpu_of_its_own(tmp_path, monkeypatch):
+    import fcntl
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    with rp.gpu_slot(count=1, folder=tmp_path) as slot:
+        assert slot is None  # one GPU: nothing to choose
+    taken = (tmp_path / "deepinfo-gpu-0.lock").open("w")
+    fcntl.flock(taken, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another job holds GPU 0
+    with rp.gpu_slot(count=3, folder=tmp_path) as slot:
+        assert slot == 1 and __import__("os").environ["CUDA_VISIBLE_DEVICES"] == "1"
+    assert "CUDA_VISIBLE_DEVICES" not in __import__("os").environ
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5")  # a scheduler chose
+    with rp.gpu_slot(count=3, folder=tmp_path) as slot:
+        assert slot is None
+    taken.close()

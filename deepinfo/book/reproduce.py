@@ -25,13 +25,16 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import datetime as _dt
 import difflib
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -236,6 +239,42 @@ def _profile_argument(profile: str) -> str:
     return str(path.resolve()) if path.suffix == ".toml" and path.is_file() else profile
 
 
+@contextlib.contextmanager
+def gpu_slot(count: int | None = None, folder: Path | None = None):
+    """Hold one of the machine's GPUs for one notebook: the first whose lock file
+    (``<tmp>/deepinfo-gpu-<i>.lock``, fcntl) is free, exported as ``CUDA_VISIBLE_DEVICES`` to the
+    notebook's kernel, so that jobs run side by side (``make reproduce JOBS=4``) get a GPU each.
+    Yields the index, or None (nothing pinned) with fewer than 2 GPUs or when a scheduler (SLURM)
+    already set ``CUDA_VISIBLE_DEVICES``. With every GPU taken it waits for one."""
+    import fcntl
+
+    if count is None:
+        import torch
+
+        count = torch.cuda.device_count()
+    if count < 2 or os.environ.get("CUDA_VISIBLE_DEVICES"):
+        yield None
+        return
+    folder = Path(folder or tempfile.gettempdir())
+    while True:
+        for i in range(count):
+            handle = (folder / f"deepinfo-gpu-{i}.lock").open("w")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                continue
+            os.environ["CUDA_VISIBLE_DEVICES"] = str(i)
+            try:
+                yield i
+            finally:
+                os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+                fcntl.flock(handle, fcntl.LOCK_UN)
+                handle.close()
+            return
+        time.sleep(5)
+
+
 def run(profile: str, only: list[str] | None = None, params: dict | None = None, force: bool = False,
         scoreboard: bool = True) -> list[dict]:
     """Execute the selected notebooks of ``profile`` with papermill, skipping those up to date.
@@ -276,7 +315,7 @@ def run(profile: str, only: list[str] | None = None, params: dict | None = None,
         print(f"  {nb.stem:<30} running ... (log: {log_path})", flush=True)
         start = time.perf_counter()
         try:
-            with log_path.open("w") as log:  # the notebook's own output, streamed as it runs
+            with log_path.open("w") as log, gpu_slot():  # its output streamed as it runs; a GPU of its own
                 papermill.execute_notebook(
                     str(nb), str(target), parameters={"profile": _profile_argument(profile), **shares[nb]},
                     kernel_name="python3", cwd=str(NOTEBOOKS), progress_bar=False, report_mode=False,
