@@ -8,7 +8,6 @@ network loads it instantly.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Callable
@@ -24,7 +23,7 @@ from deepinfo.estimators import has_object_and_background
 from deepinfo.models import LAYER_KEYWORDS, build, cifar_resnet, cifar_resnet_autoencoder, resolve_layers, stage_names
 from deepinfo.paths import artifacts_dir
 from deepinfo.toolkit.profile import Profile, load_profile
-from deepinfo.toolkit.training import CorruptFile, History, Recipe, atomic_torch_save, discard, evaluate, load_verified
+from deepinfo.toolkit.training import History, Recipe, atomic_torch_save, evaluate, load_or_discard
 
 
 @dataclass
@@ -238,13 +237,7 @@ def trained_decoder(profile, trained: Trained, layer: str, train_set: Dataset, *
                 "seed": p.seed, "data": _data_fingerprint(train_set)}
     path = artifacts_dir(p.artifacts, "decoders") / f"{trained.name}-{config_key(settings)}.pt"
     with cache.locked(path):  # notebooks side by side: one trains, the others wait and load
-        saved = None
-        if path.is_file():
-            try:
-                saved = load_verified(path)
-            except CorruptFile as exc:  # truncated or altered: found, named, trained again
-                warnings.warn(f"{exc}; deleting it and training this decoder again", stacklevel=2)
-                discard(path)
+        saved = load_or_discard(path, "training this decoder again")
         if saved is not None:
             dec = ResNetDecoder(tuple(saved["feature_shape"]), tuple(saved["image_shape"]), n_blocks, d.width)
             dec.load_state_dict(saved["state_dict"])

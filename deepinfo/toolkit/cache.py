@@ -27,7 +27,6 @@ import math
 import os
 import re
 import tempfile
-import warnings
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from deepinfo.paths import artifacts_dir
-from deepinfo.toolkit.training import (CorruptFile, History, LossFn, Recipe, atomic_torch_save, default_device, discard,
+from deepinfo.toolkit.training import (History, LossFn, Recipe, atomic_torch_save, default_device, load_or_discard,
                                        load_verified, seed_everything, train)
 
 __all__ = [
@@ -243,13 +242,7 @@ def get_trained(
     device = torch.device(device) if device is not None else default_device()
 
     with locked(path):  # notebooks side by side: one trains, the others wait and load
-        ckpt = None
-        if path.exists():
-            try:
-                ckpt = load_checkpoint(path)
-            except CorruptFile as exc:  # truncated or altered: found, named, trained again
-                warnings.warn(f"{exc}; deleting it and training {name} again", stacklevel=2)
-                discard(path)
+        ckpt = load_or_discard(path, f"training {name} again", load_checkpoint)
         if ckpt is not None:
             if ckpt["config"] != full:  # a truncated-hash collision, or a file edited by hand
                 raise ValueError(f"{path} holds another configuration than its key says; delete it")

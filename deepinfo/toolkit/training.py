@@ -56,6 +56,7 @@ __all__ = [
     "Recipe",
     "atomic_torch_save",
     "load_verified",
+    "load_or_discard",
     "CorruptFile",
     "augment",
     "cross_entropy_loss",
@@ -347,6 +348,23 @@ def load_verified(path: str | os.PathLike) -> Any:
     if not recorded.is_file():
         recorded.write_text(file_digest(path) + "\n")
     return obj
+
+
+def load_or_discard(path: str | os.PathLike, again: str, load: Callable[[Path], Any] | None = None) -> Any:
+    """``load(path)`` (default :func:`load_verified`) of a cached file, or None when there is none.
+
+    A file that cannot be read back as written is deleted with a warning naming it and saying
+    what happens instead (``again``: "training it again", ...), and None is returned.
+    """
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        return (load or load_verified)(path)
+    except CorruptFile as exc:  # truncated or altered: found, named, made again
+        warnings.warn(f"{exc}; deleting it and {again}", stacklevel=3)
+        discard(path)
+        return None
 
 
 def discard(path: str | os.PathLike) -> None:
@@ -661,13 +679,9 @@ def train(
     loss_fn = loss_fn or cross_entropy_loss(recipe.label_smoothing)
     state_path = Path(state_path) if state_path is not None else None
 
-    history, start, state = History(), 0, None
-    if state_path is not None and state_path.exists():
-        try:
-            state = _load_state(state_path, recipe, seed, keep)
-        except CorruptFile as exc:  # e.g. a crash of the machine mid-write: start this training over
-            warnings.warn(f"{exc}; deleting it and starting this training over", stacklevel=2)
-            discard(state_path)
+    history, start = History(), 0
+    state = None if state_path is None else load_or_discard(
+        state_path, "starting this training over", lambda path: _load_state(path, recipe, seed, keep))
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
