@@ -113,6 +113,40 @@ def test_notebooks_define_no_helpers():
     assert not defined, defined
 
 
+MAX_CODE_LINES = 120
+
+
+def _code_lines(nb: Path) -> int:
+    """Code lines of a notebook: non-blank, non-comment lines of its code cells."""
+    import json
+
+    cells = json.loads(nb.read_text())["cells"]
+    return sum(1 for c in cells if c["cell_type"] == "code" for line in "".join(c["source"]).splitlines()
+               if line.strip() and not line.strip().startswith("#"))
+
+
+def test_notebooks_are_short_and_their_analysis_is_in_their_page_module():
+    """A page keeps its claims, thresholds, figures and verdict calls; the arithmetic is in
+    ``deepinfo/book/pages/p<notebook>.py`` (point 5: about 120 code lines or fewer)."""
+    long = {nb.name: n for nb in sorted((PKG.parent / "notebooks").glob("*.ipynb"))
+            if (n := _code_lines(nb)) > MAX_CODE_LINES}
+    assert not long, long
+    pages = PKG / "book" / "pages"
+    for nb in sorted((PKG.parent / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        module = pages / f"p{nb.stem}.py"
+        assert module.is_file(), f"{nb.name} has no page module {module.name}"
+        assert f"from deepinfo.book.pages import p{nb.stem}" in nb.read_text(), f"{nb.name} does not import it"
+
+
+def test_the_length_check_counts_code_not_comments(tmp_path):
+    import json
+
+    nb = tmp_path / "x.ipynb"
+    nb.write_text(json.dumps({"cells": [{"cell_type": "code", "source": ["# a comment\n", "\n", "x = 1\n", "y = 2"]},
+                                        {"cell_type": "markdown", "source": ["text"]}]}))
+    assert _code_lines(nb) == 2
+
+
 def test_pages_read_claim_equation_figure_numbers_verdict():
     """Each page opens with the claim and its equation, shows its figures, then how the claims are
     decided, then the verdicts (point 5)."""
