@@ -15,6 +15,7 @@ PROFILE ?= smoke
 PARAMS ?=
 SET ?=
 JOBS ?= 1
+CPUS ?= $(shell nproc 2>/dev/null || echo 1)
 GPUS ?= $(shell nvidia-smi -L 2>/dev/null | wc -l)
 ONLY ?=
 FORCE ?=
@@ -54,8 +55,8 @@ bench: $(STAMP)
 # the workflow (workflow/Snakefile): one job per notebook, JOBS at a time (one GPU each where the
 # profile needs one), then the scoreboard and the book; reruns only what changed (FORCE=1: all)
 reproduce: $(STAMP)
-	$(VENV)/bin/snakemake -s workflow/Snakefile --cores $(JOBS) --resources gpu=$(GPUS) --rerun-incomplete \
-		--config profile=$(PROFILE) $(if $(strip $(SET)),set="$(SET)") $(if $(strip $(ONLY)),only="$(ONLY)") \
+	$(VENV)/bin/snakemake -s workflow/Snakefile --cores $(CPUS) --resources gpu=$(GPUS) slots=$(JOBS) \
+		--rerun-incomplete --config profile=$(PROFILE) jobs=$(JOBS) $(if $(strip $(SET)),set="$(SET)") $(if $(strip $(ONLY)),only="$(ONLY)") \
 		$(if $(strip $(PARAMS)),params="$(PARAMS)") $(if $(strip $(FORCE)),--forceall)
 
 plan: $(STAMP)

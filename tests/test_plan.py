@@ -10,9 +10,9 @@ def test_workload_counts_the_work_each_notebook_does():
     work = PL.workload(load_profile("paper"))
     assert set(work) >= {"00_validation", "02_layer_curves", "08_compression", "15_unet"}
     assert all(x.count > 0 for parts in work.values() for x in parts)
-    # the compression notebook retrains every stage and measures every stage and the original
-    kinds = {x.kind for x in work["08_compression"]}
-    assert {"train", "map", "ru", "decoder"} <= kinds
+    # the compression notebook measures every stage and the original; its stages are retrained in a job
+    assert {"map", "ru", "decoder"} <= {x.kind for x in work["08_compression"]}
+    assert {x.kind for x in work["cub-compressed"]} == {"train"}
 
 
 def test_gpu_seconds_follow_the_measured_costs():
@@ -54,3 +54,20 @@ def test_plan_of_smoke_estimates_from_measured_cpu_runs(capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "none: synthetic data" in out and "02_layer_curves" in out and "not estimated" not in out
     assert "measured notebook times" in out
+
+
+def test_shared_networks_are_jobs_of_their_own_in_the_plan():
+    p = load_profile("paper")
+    work = PL.workload(p)
+    assert {"resnet20-decoders", "resnet20-ae", "cub-compressed"} <= set(work)
+    assert not any(x.kind == "decoder" for x in work["02_layer_curves"])  # its decoders are jobs now
+
+
+def test_the_longest_chain_follows_what_each_job_waits_for():
+    p = load_profile("smoke")
+    # 14 waits for resnet20-decoders (5 s), which waits for resnet20 (10 s): 1 + 5 + 10 = 16;
+    # 03 waits for resnet20 only: 100 + 10 = 110, the longest
+    seconds = {"resnet20": 10.0, "resnet20-decoders": 5.0, "14_decoders": 1.0, "03_beta": 100.0}
+    assert PL.longest_chain(p, seconds) == 110.0
+    seconds["14_decoders"] = 200.0
+    assert PL.longest_chain(p, seconds) == 215.0

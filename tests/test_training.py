@@ -298,6 +298,7 @@ def test_cache_hit_trains_nothing_and_builds_no_data(artifacts):
     assert path.parent == artifacts / "smoke" / "checkpoints"
     assert path.exists() and path.with_suffix(".json").exists()
     assert not path.with_name(path.name + ".partial").exists()
+    assert not path.with_name(path.name + ".partial.sha256").exists()  # the state's checksum goes with it
     described = json.loads(path.with_suffix(".json").read_text())
     assert described["config"] == CONFIG and described["seed"] == 0 and described["recipe"]["epochs"] == 2
 

@@ -1,5 +1,6 @@
 """The workflow (workflow/Snakefile): one job per notebook, then the scoreboard and the book."""
 
+import re
 import shutil
 import subprocess
 import sys
@@ -41,3 +42,17 @@ def test_the_dag_has_a_job_per_notebook_then_the_scoreboard_and_the_book(tmp_pat
     counts = {line.split()[0]: int(line.split()[1]) for line in table.splitlines()
               if len(line.split()) == 2 and line.split()[1].isdigit()}
     assert counts["notebook"] == 2 and counts["scoreboard"] == 1 and counts["book"] == 1
+
+
+@pytest.mark.skipif(shutil.which("snakemake", path=str(Path(sys.executable).parent)) is None,
+                    reason="snakemake not installed in this environment")
+@pytest.mark.parametrize("cores, jobs, threads", [(4, 2, 2), (4, 1, 4), (2, 2, 1)])
+def test_each_job_gets_its_share_of_the_cores(tmp_path, cores, jobs, threads):
+    # Snakemake passes a job's threads to torch as OMP_NUM_THREADS: JOBS=1 must not run on one core
+    snakemake = str(Path(sys.executable).parent / "snakemake")
+    out = subprocess.run([snakemake, "-s", "workflow/Snakefile", "--cores", str(cores), "--dry-run",
+                          "--resources", f"slots={jobs}", "--config", "profile=smoke", "only=03", f"jobs={jobs}"],
+                         cwd=ROOT, capture_output=True, text=True,
+                         env={**__import__("os").environ, "DEEPINFO_ARTIFACTS": str(tmp_path)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert {int(x) for x in re.findall(r"\((\d+) threads", out.stdout)} == {threads}

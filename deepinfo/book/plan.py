@@ -67,7 +67,11 @@ def _layers(p: Profile, arch: str, spec: str | None = None) -> int:
 
 
 def workload(p: Profile) -> dict[str, list[Work]]:
-    """The work of each notebook of profile ``p`` (networks are trained by the first notebook that needs them)."""
+    """The work of each job of profile ``p``: the shared networks' jobs (:mod:`deepinfo.book.networks`,
+    by name) and the notebooks (by stem); a network only one notebook uses is trained by it."""
+    from deepinfo.book.networks import shared
+
+    jobs = set(shared(p))
     n, L, cub, cif = p.estimator.n_images, (lambda a: _layers(p, a)), p.data.cub.image_size, p.data.cifar.image_size
     R = L if p.decoder.layers == "same" else (lambda a: _layers(p, a, "stages"))  # layers with an RU decoder
     method = "map" if p.estimator.method == "optimize" else "linear"
@@ -83,9 +87,11 @@ def workload(p: Profile) -> dict[str, list[Work]]:
     seen: set[str] = set()
 
     def train(nb: str, arch: str, images: float, size: int, kind: str = "train", key: str | None = None):
-        if (key or arch) not in seen:
-            seen.add(key or arch)
-            w[nb].append(Work(kind, arch, images, size))
+        key = key or arch
+        job = next((j for j in (key, f"cub-{key}") if j in jobs), nb)  # a shared network's own job
+        if key not in seen:
+            seen.add(key)
+            w[job].append(Work(kind, arch, images, size))
 
     d0 = depths[0]
     # 00: the estimators on a ResNet, both methods
@@ -103,12 +109,13 @@ def workload(p: Profile) -> dict[str, list[Work]]:
         if trained_cifar:
             train("02_layer_curves", "cifar", cifar_train * p.training.cifar_resnet.epochs, cif, key=f"resnet{d}")
         train("02_layer_curves", "cifar", cifar_train * p.training.cifar_autoencoder.epochs * 2, cif,
-              key=f"ae{d}")
+              key=f"resnet{d}-ae")
         layers = L(f"resnet{d}")
         w["02_layer_curves"] += [Work(method, "cifar", 2 * n.layer_curves * layers, cif),
                                  Work("ru", "cifar", 2 * (n.ru or n.layer_curves) * R(f"resnet{d}"), cif),
-                                 Work("decoder", "cifar", 2 * R(f"resnet{d}") * dec_cifar, cif),
                                  Work("linear", "cifar", 2 * (n.regimes or n.layer_curves) * layers, cif)]
+        for net in (f"resnet{d}", f"resnet{d}-ae"):
+            w[f"{net}-decoders"].append(Work("decoder", "cifar", R(f"resnet{d}") * dec_cifar, cif))
     w["02_layer_curves"].append(Work("linear", "cifar", 2 * (len(p.estimator.betas) - 1)
                                      * (n.regimes_beta or n.regimes or n.layer_curves) * L(f"resnet{d0}"), cif))
     for arch in p.networks.cub.archs:
@@ -133,14 +140,14 @@ def workload(p: Profile) -> dict[str, list[Work]]:
         w["07_localization"].append(Work(method, arch, n.localization, cub))
     # 08: compression stages (retrained), CID and RU at every layer of every stage
     a, stages = p.compression.arch, len(p.compression.keep)
-    w["08_compression"] += [Work("train", a, stages * (p.data.cub.n_train or 5994) * p.compression.retrain.epochs, cub),
-                            Work(method, a, (stages + 1) * n.compression * L(a), cub)]
+    w["cub-compressed"].append(Work("train", a, stages * (p.data.cub.n_train or 5994) * p.compression.retrain.epochs, cub))
+    w["08_compression"].append(Work(method, a, (stages + 1) * n.compression * L(a), cub))
     if p.compression.ru_layers != []:
         w["08_compression"] += [Work("ru", a, (stages + 1) * (n.ru or n.compression) * R(a), cub),
                                 Work("decoder", a, (stages + 1) * R(a) * dec_cub, cub)]
     sl = p.second_line
-    w["08_compression"] += [Work("train", "cifar", len(sl.keep) * cifar_train * sl.retrain.epochs, cif),
-                            Work(method, "cifar", (len(sl.keep) + 1) * sl.n_images * L(f"resnet{sl.base_depth}"), cif)]
+    w["cifar-compressed"].append(Work("train", "cifar", len(sl.keep) * cifar_train * sl.retrain.epochs, cif))
+    w["08_compression"].append(Work(method, "cifar", (len(sl.keep) + 1) * sl.n_images * L(f"resnet{sl.base_depth}"), cif))
     # 09: logits-layer CID of the compressed nets and the ResNets (the boundary search is not counted)
     w["09_robustness"] += [Work(method, a, (stages + 1) * n.robustness, cub),
                            Work(method, "cifar", (len(sl.keep) + 1 + len(sl.robustness_depths)) * sl.n_robustness, cif)]
@@ -213,9 +220,12 @@ def estimate(p: Profile, device: str, costs: dict) -> tuple[dict[str, float | No
             return {nb: None for nb in names}, (f"no measured run of profile {p.name!r} on a CPU: no estimate "
                                                 "(the GPU costs do not carry over)")
         return {nb: measured.get(nb) for nb in names}, f"measured notebook times: {costs['cpu']['source']}"
+    from deepinfo.book.networks import shared
+
     work = workload(p)
     g = costs["gpu"]
-    out = {nb: sum(gpu_seconds(x, costs) for x in work.get(nb, [])) if nb in work else None for nb in names}
+    jobs = [n for n in shared(p) if n in work] + names  # the shared networks' jobs, then the notebooks
+    out = {job: sum(gpu_seconds(x, costs) for x in work.get(job, [])) if job in work else None for job in jobs}
     by_kind: dict[str, float] = defaultdict(float)
     for parts in work.values():
         for x in parts:
@@ -225,6 +235,20 @@ def estimate(p: Profile, device: str, costs: dict) -> tuple[dict[str, float | No
                  f"by FLOPs; assumed: an RU map = {g['ru_factor']:g} CID maps, a decoder image = "
                  f"{g['decoder_factor']:g} training image, a PGD-10 step = {g['pgd_factor']:g} clean ones; "
                  "not counted: the minimal-perturbation search of 09, the authors' loop of 02, data loading")
+
+
+def longest_chain(p: Profile, seconds: dict[str, float | None]) -> float:
+    """The longest run of jobs that must follow each other (a notebook after the networks it reads,
+    a network after those it is built from): no number of GPUs finishes sooner."""
+    from deepinfo.book.networks import needed_by, shared
+
+    items = shared(p)
+
+    def chain(name: str) -> float:
+        return (seconds.get(name) or 0.0) + max((chain(a) for a in items[name].after), default=0.0)
+
+    return max(((seconds.get(nb) or 0.0) + max((chain(n) for n in needed_by(p, nb)), default=0.0)
+                for nb in seconds if nb not in items), default=0.0)
 
 
 def _minutes(s: float | None) -> str:
@@ -282,13 +306,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\njobs, in order (estimated time on the {device}):")
     seconds, basis = estimate(p, device, costs) if costs else ({}, "no benchmarks/costs.toml: no estimate")
     for nb, s in seconds.items():
-        print(f"  {nb:<30} {_minutes(s):>9}")
+        print(f"  {nb if nb[:2].isdigit() or nb == 'scoreboard' else 'network ' + nb:<30} {_minutes(s):>9}")
     print(f"  {'book':<30} {'< 1 min':>9}")
     known = [s for s in seconds.values() if s is not None]
     total = sum(known)
     print(f"  {'in all':<30} {_minutes(total):>9}"
-          + (f"  ({len(seconds) - len(known)} notebooks not estimated)" if len(known) < len(seconds) else ""))
+          + (f"  ({len(seconds) - len(known)} not estimated)" if len(known) < len(seconds) else ""))
     split = getattr(estimate, "by_kind", None) if device == "gpu" else None
+    if device == "gpu" and known:
+        chain = longest_chain(p, seconds)
+        print(f"  on k GPUs side by side (make reproduce JOBS=k): at least max(in all / k, "
+              f"{_minutes(chain).strip()}), the longest chain of jobs that wait for each other")
+    elif device == "cpu":
+        print("  (on a CPU the shared networks train inside the measured notebook times)")
     if split:
         print("  where the time goes: " + ", ".join(f"{k} {_minutes(v)}" for k, v in sorted(split.items(), key=lambda kv: -kv[1])))
     print(f"\nthe estimate rests on: {basis}")

@@ -8,12 +8,12 @@ Parameters (``-p name=value``, the value read as a Python literal, else as a str
 notebooks whose ``parameters`` cell defines them; a parameter that no selected notebook defines
 (a misspelling) is an error that names the defined ones, before anything runs.
 
-A notebook is skipped when its inputs (the notebook, the profile, the package's code, its
-parameters and, for a profile that reads real data, the data directory) are unchanged since its
-last successful run; ``--force`` runs it anyway. A failing notebook keeps its executed output,
-error included, under ``artifacts/<profile>/notebooks/`` and stops the run with a message saying
-where. The scoreboard notebook (``scoreboard`` or ``NN_scoreboard``) runs last, after any run,
-because it reads every other notebook's claims.
+Every selected notebook runs: which ones are out of date, what runs side by side and which
+networks are trained first is the workflow's job (``make reproduce``, ``workflow/Snakefile``),
+which calls this runner once per notebook (``--exactly``). A failing notebook keeps its executed
+output, error included, under ``artifacts/<profile>/notebooks/`` and stops the run with a message
+saying where. The scoreboard notebook (``scoreboard`` or ``NN_scoreboard``) runs last, because it
+reads every other notebook's claims.
 
 The book (``book/``, Jupyter Book 1.x) is built from what has run: the executed notebooks are
 copied into ``book/_generated/``, a notebook that has not run (or failed) gets a placeholder
@@ -28,7 +28,6 @@ import ast
 import contextlib
 import datetime as _dt
 import difflib
-import hashlib
 import json
 import os
 import shutil
@@ -49,8 +48,6 @@ SCOREBOARD = "scoreboard"  # runs last (it reads every other notebook's claims),
 GENERATED = "_generated"  # book/_generated: everything the runner writes into the book
 SCOREBOARD_PAGE = f"{GENERATED}/notebooks/{SCOREBOARD}"  # its docname in the book, whatever the notebook's name
 PLACEHOLDER_CLASS = "deepinfo-not-run"  # HTML class of a placeholder page's note (the browser test looks for it)
-# Files of the package that cannot change a notebook's results (editing them reruns nothing).
-_NOT_INPUTS = {"reproduce.py"}
 
 
 class ReproduceError(SystemExit):
@@ -160,36 +157,8 @@ def params_per_notebook(selected: list[Path], params: dict) -> dict[Path, dict]:
 
 
 # --------------------------------------------------------------------------------------------
-# Skip-if-unchanged
+# Run records
 # --------------------------------------------------------------------------------------------
-
-
-def _code_digest() -> str:
-    """The package's code and shipped profiles (not this runner, which changes no result)."""
-    h = hashlib.sha256()
-    pkg = Path(__file__).resolve().parent.parent  # the whole package
-    for path in sorted(pkg.rglob("*")):
-        if path.suffix in (".py", ".toml") and "__pycache__" not in path.parts and path.name not in _NOT_INPUTS:
-            h.update(str(path.relative_to(pkg)).encode())
-            h.update(path.read_bytes())
-    return h.hexdigest()
-
-
-def input_digest(nb: Path, prof: Profile, params: dict, code: str) -> str:
-    """One hash of everything a notebook's results depend on."""
-    h = hashlib.sha256()
-    parts = [nb.read_bytes(), json.dumps(prof.to_dict(), sort_keys=True, default=str).encode(),
-             json.dumps(params, sort_keys=True, default=repr).encode(), code.encode()]
-    if prof.needs_data:  # a synthetic profile reads no data: where DEEPINFO_DATA points is irrelevant
-        parts.append(str(prof.data_root()).encode())
-    if is_scoreboard(nb):  # it summarises the other notebooks' claims
-        claims = artifacts_dir(prof.artifacts, "claims")
-        for path in sorted(claims.glob("*.json")):
-            if path.stem != nb.stem:
-                parts += [path.name.encode(), path.read_bytes()]
-    for part in parts:
-        h.update(hashlib.sha256(part).digest())
-    return h.hexdigest()
 
 
 def _record_path(out_dir: Path, nb: Path) -> Path:
@@ -197,7 +166,7 @@ def _record_path(out_dir: Path, nb: Path) -> Path:
 
 
 def read_record(prof: Profile, nb: Path) -> dict | None:
-    """The record of a notebook's last run in this profile (status, digest, params, seconds), if any."""
+    """The record of a notebook's last run in this profile (status, params, seconds, versions), if any."""
     path = _record_path(artifacts_dir(prof.artifacts, "notebooks", create=False), nb)
     try:
         return json.loads(path.read_text())
@@ -275,11 +244,11 @@ def gpu_slot(count: int | None = None, folder: Path | None = None):
         time.sleep(5)
 
 
-def run(profile: str, only: list[str] | None = None, params: dict | None = None, force: bool = False,
+def run(profile: str, only: list[str] | None = None, params: dict | None = None,
         scoreboard: bool = True) -> list[dict]:
-    """Execute the selected notebooks of ``profile`` with papermill, skipping those up to date.
+    """Execute the selected notebooks of ``profile`` with papermill, one after another.
 
-    Returns one ``{"notebook", "seconds", "status"}`` per notebook (status ok / skipped).
+    Returns one ``{"notebook", "seconds", "status"}`` per notebook.
 
     Raises:
         ReproduceError: bad parameters or notebooks (before anything runs), or a notebook failed
@@ -290,7 +259,6 @@ def run(profile: str, only: list[str] | None = None, params: dict | None = None,
     shares = params_per_notebook(selected, params or {})
     out_dir = artifacts_dir(prof.artifacts, "notebooks")
     logs = artifacts_dir(prof.artifacts, "logs")
-    code = _code_digest()
     for name in sorted(params or {}):
         users = [nb.stem for nb in selected if name in shares[nb]]
         if len(users) < len(selected):
@@ -301,14 +269,7 @@ def run(profile: str, only: list[str] | None = None, params: dict | None = None,
     for nb in selected:
         target = out_dir / nb.name
         record_path = _record_path(out_dir, nb)
-        digest = input_digest(nb, prof, shares[nb], code)
-        record = read_record(prof, nb)
-        if (not force and target.is_file() and record and record.get("status") == "ok"
-                and record.get("digest") == digest):
-            print(f"  {nb.stem:<30} up to date (inputs unchanged since its last successful run)")
-            timings.append({"notebook": nb.stem, "seconds": 0.0, "status": "skipped"})
-            continue
-        record = {"status": "running", "digest": digest, "params": shares[nb], "profile": prof.name,
+        record = {"status": "running", "params": shares[nb], "profile": prof.name,
                   "started": _now(), "environment": versions()}
         record_path.write_text(json.dumps(record, indent=2, default=repr))
         log_path = logs / f"{nb.stem}.log"
@@ -332,7 +293,7 @@ def run(profile: str, only: list[str] | None = None, params: dict | None = None,
             raise ReproduceError(
                 f"\n{nb.name} FAILED after {seconds:.0f} s in profile {prof.name!r}: {_describe(exc)}\n"
                 f"The executed notebook, with its error, is kept at {target}; its output: {log_path}\n"
-                f"Fix it and rerun; notebooks that already succeeded are skipped."
+                f"Fix it and rerun it (make reproduce reruns only what failed or changed)."
             ) from None
         seconds = round(time.perf_counter() - start, 1)
         record.update(status="ok", seconds=seconds, finished=_now())
@@ -576,9 +537,8 @@ def main(argv=None) -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
                     help="override a profile key, dotted (estimator.batch_size=64; repeatable)")
     ap.add_argument("--only", nargs="+", metavar="NAME", help="notebook names or number prefixes to run")
-    ap.add_argument("--force", action="store_true", help="run even when the inputs are unchanged")
-    ap.add_argument("--exactly", metavar="NAME", help="run this one notebook, always, and nothing else "
-                    "(a job of the workflow, workflow/Snakefile, which decides what is up to date)")
+    ap.add_argument("--exactly", metavar="NAME", help="run this one notebook and nothing else: no scoreboard, "
+                    "no book (a job of the workflow, workflow/Snakefile, which decides what is up to date)")
     group = ap.add_mutually_exclusive_group()
     group.add_argument("--no-book", action="store_true", help="run the notebooks, do not build the book")
     group.add_argument("--book-only", action="store_true", help="build the book from what has run")
@@ -600,13 +560,13 @@ def main(argv=None) -> None:
     if args.exactly:
         if args.only or args.book_only:
             raise ReproduceError("--exactly runs one notebook: --only and --book-only do not apply")
-        run(args.profile, [args.exactly], params, force=True, scoreboard=False)
+        run(args.profile, [args.exactly], params, scoreboard=False)
         return
-    if args.book_only and (params or args.only or args.force):
-        raise ReproduceError("--book-only runs nothing: -p, --only and --force do not apply")
+    if args.book_only and (params or args.only):
+        raise ReproduceError("--book-only runs nothing: -p and --only do not apply")
     if not args.book_only:
         print(f"deepinfo: {len(notebooks())} notebooks, profile {args.profile!r}", flush=True)
-        run(args.profile, args.only, params, args.force)
+        run(args.profile, args.only, params)
     if not args.no_book:
         build_book(args.profile)
 

@@ -1,12 +1,16 @@
 """What ``workflow/Snakefile`` needs to know about a run: the profile file, the notebooks, the
 package's code, where each job's marker and log go, and whether jobs need a GPU.
 
-The workflow runs one job per notebook (``python -m deepinfo.book.reproduce --exactly <notebook>``,
-papermill underneath), then the scoreboard, then the book. Snakemake decides what is up to date (a
-job reruns when the notebook, the profile or the package's code is newer than its marker), runs
-independent jobs side by side (``make reproduce JOBS=4``), and deletes only a failed job's marker:
-the executed notebook, with its error, stays under ``artifacts/<profile>/notebooks/``. Notebooks
-that need the same network wait for the one that trains it (``deepinfo.toolkit.cache.locked``).
+The workflow runs one job per shared network (``python -m deepinfo.book.networks <name>``: the
+networks, auto-encoders and decoders that several pages read, see :mod:`deepinfo.book.networks`),
+one job per notebook (``python -m deepinfo.book.reproduce --exactly <notebook>``, papermill
+underneath) once the networks it reads are trained, then the scoreboard, then the book. Snakemake
+decides what is up to date (a job reruns when the notebook, the profile or the package's code has
+changed since its marker was made), runs independent jobs side by side (``make reproduce
+JOBS=4``), and deletes only a failed job's marker: the executed notebook, with its error, stays
+under ``artifacts/<profile>/notebooks/``. A network that only one page uses is trained in that
+page's job; two runs outside the workflow wait for each other on the cache
+(``deepinfo.toolkit.cache.locked``).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from deepinfo.book import networks
 from deepinfo.book.reproduce import BOOK, BUILD_RECORD, NOTEBOOKS, is_scoreboard, notebooks, write_overrides
 from deepinfo.paths import artifacts_dir, repo_root
 from deepinfo.toolkit.profile import PROFILES, load_profile
@@ -79,6 +84,18 @@ class Workflow:
     def done(self, stem: str) -> str:
         """The marker a successful job leaves (the executed notebook sits beside it)."""
         return self._rel(artifacts_dir(self.p.artifacts, "notebooks", create=False) / f"{stem}.done")
+
+    def network_done(self, name: str) -> str:
+        """The marker of a shared network's job (the network itself is in the checkpoint cache)."""
+        return self._rel(artifacts_dir(self.p.artifacts, "networks", create=False) / f"{name}.done")
+
+    def networks_for(self, stem: str) -> list[str]:
+        """The markers of the shared networks the page ``stem`` reads (:data:`networks.USES`)."""
+        return [self.network_done(n) for n in networks.needed_by(self.p, stem)]
+
+    def networks_before(self, name: str) -> list[str]:
+        """The markers of the shared networks that ``name`` is built from."""
+        return [self.network_done(n) for n in networks.shared(self.p)[name].after]
 
     def log(self, stem: str) -> str:
         return self._rel(artifacts_dir(self.p.artifacts, "logs", create=False) / f"{stem}.job.log")

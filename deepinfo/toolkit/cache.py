@@ -36,7 +36,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from deepinfo.paths import artifacts_dir
-from deepinfo.toolkit.training import (History, LossFn, Recipe, atomic_torch_save, default_device, load_or_discard,
+from deepinfo.toolkit.training import (History, LossFn, Recipe, atomic_torch_save, default_device, discard, load_or_discard,
                                        load_verified, seed_everything, train)
 
 __all__ = [
@@ -272,5 +272,5 @@ def get_trained(
             },
             path,
         )
-        partial.unlink(missing_ok=True)
+        discard(partial)  # the training state and its checksum: the checkpoint replaces them
         return model.eval(), history
