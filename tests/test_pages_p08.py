@@ -289,4 +289,4 @@ def test_second_line_conditions_and_evidence():
     e = page.second_line_evidence({"50.0% kept": verdict(HELD, -0.1, -0.2, -0.05)}, sl)
     assert e["numbers"] == {"mean_dcid_50.0% kept": -0.1, "accuracy_original": 0.9, "accuracy_50.0% kept": 0.85,
                             "n_maps_off_constraint": 1}
-    assert page.cifar_weights_words(P) == "published weights"
+    assert page.ex.cifar_weights_words(P) == "published weights"

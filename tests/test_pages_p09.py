@@ -264,8 +264,8 @@ def test_mean_on_constraint():
 
 
 def test_weights_and_trained_words():
-    assert page.weights_words(profile()) == "published weights"
-    assert page.weights_words(profile(cifar_weights="train")) == "trained here, 3 epochs"
+    assert page.ex.cifar_weights_words(profile()) == "published weights"
+    assert page.ex.cifar_weights_words(profile(cifar_weights="train")) == "trained here, 3 epochs"
     assert page.trained_words(profile()) == "fine-tuned from ImageNet"
     assert page.trained_words(profile(cub_weights="none")) == "trained from scratch"
 

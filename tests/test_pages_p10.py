@@ -174,8 +174,8 @@ def test_second_line_setup(monkeypatch):
     monkeypatch.setattr(page.ex, "cifar_data", lambda P, split: [0] * 100)
     P = profile()
     assert page.teacher_label(P) == "ResNet-56 (teacher)"
-    assert page.weights_words(P) == "published weights"
-    assert page.weights_words(profile(networks=SimpleNamespace(cifar=SimpleNamespace(weights="trained")))) \
+    assert page.ex.cifar_weights_words(P) == "published weights"
+    assert page.ex.cifar_weights_words(profile(networks=SimpleNamespace(cifar=SimpleNamespace(weights="trained")))) \
         == "trained here, 3 epochs"
     acc = {"ResNet-56 (teacher)": 0.92, "s alone": 0.80, "s from t": 0.70}
     frame = pd.DataFrame({"constraint": [1.0, 1.0]})

@@ -40,6 +40,7 @@ def test_plan_of_the_paper_profile_names_what_would_stop_it(tmp_path, monkeypatc
     assert "estimated time on the gpu" in out and "in all" in out and "where the time goes" in out
     assert "to download  cifar10" in out and "cub200" in out
     assert "requires CUDA" in err and "imagenet-val" in err and "isbi2012" in err
+    assert "above 4 hours on one GPU; levers" in out and "decoder.layers=stages" in out
     # what if: decoders only at the stage outputs costs less
     total = lambda text: float(text.split("in all")[1].split("min")[0])  # noqa: E731
     PL.main(["--profile", "paper", "--set", "decoder.layers=stages"])
@@ -71,3 +72,23 @@ def test_the_longest_chain_follows_what_each_job_waits_for():
     assert PL.longest_chain(p, seconds) == 110.0
     seconds["14_decoders"] = 200.0
     assert PL.longest_chain(p, seconds) == 215.0
+
+
+def test_no_ru_layers_means_no_ru_work_in_the_compression_notebook():
+    import dataclasses
+
+    p = load_profile("paper")
+    p = dataclasses.replace(p, compression=dataclasses.replace(p.compression, ru_layers=()))
+    assert not {x.kind for x in PL.workload(p)["08_compression"]} & {"ru", "decoder"}
+
+
+def test_levers_each_lower_the_paper_estimate():
+    import tomllib
+
+    costs = tomllib.loads(PL.COSTS.read_text())
+    seconds, _ = PL.estimate(load_profile("paper"), "gpu", costs)
+    base = sum(v for v in seconds.values() if v is not None)
+    found = PL.levers("paper", [], costs)
+    assert [extra for extra, _, _ in found[:-1]] == [extra for extra, _ in PL.LEVERS]
+    assert all(total < base for _, _, total in found)
+    assert found[-1][2] <= min(total for _, _, total in found[:-1])  # all together save the most

@@ -108,6 +108,28 @@ def measured_images(profile, dataset: Dataset, n: int):
     return x, labels, masks
 
 
+def concentration_images(profile, n: int):
+    """``n`` bird test images cropped by the profile's ``data.cub.concentration_crop`` box (so a
+    background remains around the object), drawn in one seeded order, keeping only those with a
+    foreground and a background cell on the estimator's grid (so concentration is defined).
+
+    Returns:
+        ``(x [n, C, H, W], masks [n, H, W], ids [n])``, ``ids`` the images' test-set indices.
+    """
+    p = _profile(profile)
+    test_set = cub_data(p, "test", crop=p.data.cub.concentration_crop)
+    x, _, masks, ids = images_where(
+        test_set, n, lambda image, label, mask: has_object_and_background(mask, p.estimator.grid), seed=p.seed)
+    return x, masks, ids
+
+
+def cifar_weights_words(p: Profile) -> str:
+    """Where the CIFAR ResNets of the loaded profile ``p`` come from, in words (for a claim's setup
+    and data)."""
+    return ("published weights" if p.networks.cifar.weights == "published"
+            else f"trained here, {p.training.cifar_resnet.epochs} epochs")
+
+
 # --- networks --------------------------------------------------------------------------------
 
 def train_cached(profile, name: str, config: dict, build_model: Callable[[], nn.Module],

@@ -142,7 +142,7 @@ def workload(p: Profile) -> dict[str, list[Work]]:
     a, stages = p.compression.arch, len(p.compression.keep)
     w["cub-compressed"].append(Work("train", a, stages * (p.data.cub.n_train or 5994) * p.compression.retrain.epochs, cub))
     w["08_compression"].append(Work(method, a, (stages + 1) * n.compression * L(a), cub))
-    if p.compression.ru_layers != []:
+    if p.compression.ru_layers:  # "same", module names, or none (an empty list or tuple)
         w["08_compression"] += [Work("ru", a, (stages + 1) * (n.ru or n.compression) * R(a), cub),
                                 Work("decoder", a, (stages + 1) * R(a) * dec_cub, cub)]
     sl = p.second_line
@@ -251,6 +251,42 @@ def longest_chain(p: Profile, seconds: dict[str, float | None]) -> float:
                 for nb in seconds if nb not in items), default=0.0)
 
 
+# Levers on the paper profile's GPU time, with what each costs in fidelity (``make plan`` prints
+# the estimate with each; bf16 and channels-last training are not levers yet: unmeasured).
+LEVERS = (
+    ("decoder.layers=stages", "RU decoders only at stage outputs: the RU curves (Fig. 5(b), Fig. 7(a)) get one "
+                              "point per stage instead of one per measured block"),
+    ("estimator.n_images.ru=25", "RU maps on 25 images instead of the figure's n_images: RU intervals about "
+                                 "2x wider (1/sqrt(n))"),
+    ("compression.ru_layers=[]", "no RU for the compressed nets: the RU part of Fig. 7(a) is not measured "
+                                 "(its claim is undecided)"),
+)
+
+
+def what_if(profile: str, sets: list[str]) -> Profile:
+    """``profile`` (a name or a .toml path) with the dotted overrides ``sets`` (``key=value``; a key
+    given twice takes its last value), loaded."""
+    import tempfile
+
+    sets = list({item.split("=", 1)[0].strip(): item for item in sets}.values())
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "what-if.toml"
+        base = profile if profile in PROFILES else str(Path(profile).resolve())
+        path.write_text(override_text(base, sets))
+        return load_profile(path)
+
+
+def levers(profile: str, sets: list[str], costs: dict) -> list[tuple[str, str, float]]:
+    """``(SET, fidelity cost, estimated GPU seconds in all)`` for each lever of :data:`LEVERS`
+    added to ``sets``, then for all of them together."""
+    out = []
+    for extra, cost in (*LEVERS, (" ".join(s for s, _ in LEVERS), "all of the above")):
+        seconds, _ = estimate(what_if(profile, [*sets, *extra.split()]), "gpu", costs)
+        out.append((extra, cost, sum(v for v in seconds.values() if v is not None)))
+    return out
+
+
 def _minutes(s: float | None) -> str:
     if s is None:
         return "?"
@@ -269,13 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     p = load_profile(args.profile)
     if args.sets:
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "what-if.toml"
-            base = args.profile if args.profile in PROFILES else str(Path(args.profile).resolve())
-            path.write_text(override_text(base, args.sets))
-            p = load_profile(path)
+        p = what_if(args.profile, args.sets)
     found = "gpu" if torch.cuda.is_available() else "cpu"
     # a profile that requires CUDA is estimated for the GPU it will run on
     device = ("gpu" if p.device == "cuda" else found) if args.device == "auto" else args.device
@@ -322,6 +352,10 @@ def main(argv: list[str] | None = None) -> int:
     if split:
         print("  where the time goes: " + ", ".join(f"{k} {_minutes(v)}" for k, v in sorted(split.items(), key=lambda kv: -kv[1])))
     print(f"\nthe estimate rests on: {basis}")
+    if device == "gpu" and costs and total > 4 * 3600:
+        print("\nabove 4 hours on one GPU; levers (make reproduce SET=\"...\"), each estimated the same way:")
+        for extra, cost, seconds_all in levers(args.profile, args.sets, costs):
+            print(f"  {extra:<38} {_minutes(seconds_all):>9} in all: {cost}")
     if stops:
         print("\nthe run would stop:", file=sys.stderr)
         for s in stops:

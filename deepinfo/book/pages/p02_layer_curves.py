@@ -30,7 +30,7 @@ from torch.utils.data import Dataset
 import deepinfo
 from deepinfo.datasets import subset
 from deepinfo.decoder import reconstruction_mse
-from deepinfo.estimators import foreground_cells, has_object_and_background
+from deepinfo.estimators import foreground_cells
 from deepinfo.plotting import plot_layers
 from deepinfo.result import InfoMaps
 from deepinfo.toolkit.profile import Profile
@@ -500,12 +500,9 @@ def bird_images(profile: Profile, n_images: int) -> tuple[torch.Tensor, torch.Te
         ``(xc [B, C, H, W], mc [B, H, W] masks, picked [B] test-set indices, foreground share)``,
         the share being the fraction of the images' grid cells that are foreground.
     """
-    test_set = ex.cub_data(profile, "test", crop=profile.data.cub.concentration_crop)
-    grid = profile.estimator.grid
-    side = profile.data.cub.image_size
+    xc, mc, picked = ex.concentration_images(profile, n_images)
+    grid, side = profile.estimator.grid, profile.data.cub.image_size
     cells = (side, side) if grid is None else (grid, grid)
-    xc, _, mc, picked = ex.images_where(
-        test_set, n_images, lambda image, label, mask: has_object_and_background(mask, grid), seed=profile.seed)
     fg = foreground_cells(mc, tuple(xc.shape[-2:]), cells, xc.shape[0])
     return xc, mc, picked, float(fg.float().mean())
 

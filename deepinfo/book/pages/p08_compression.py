@@ -31,7 +31,6 @@ from deepinfo.book.layer_curves import change_from_original, paired_change
 from deepinfo.book.verdicts import (Condition, Verdict, combine, constraint_condition, decide, on_constraint,
                                     undecidable)
 from deepinfo.decoder import reconstruction_mse
-from deepinfo.estimators import has_object_and_background
 from deepinfo.models import PUBLISHED_ACCURACY, resolve_layers
 from deepinfo.plotting import overlay
 from deepinfo.result import InfoMaps
@@ -41,13 +40,13 @@ from deepinfo.toolkit.profile import Profile
 #: returns it, the original ``(1.0, net, 1.0)`` first
 Nets = Sequence[tuple[float, Trained, float]]
 
-__all__ = ["network_labels", "network_table", "bird_images", "measured_layers", "cid_per_layer",
+__all__ = ["network_labels", "network_table", "measured_layers", "cid_per_layer",
            "largest_ratio_error", "layer_means", "ru_per_layer", "changes_from_original", "on_constraint_pairs",
            "deltas_figure", "cid_maps_figure", "per_image_deltas", "original_by_layer", "equivalence_margins",
            "margins_from_original", "decide_changes", "summary_table", "n_off_constraint", "intervals_text",
            "net_summaries", "network_conditions", "data_text", "cid_claim_evidence", "concentration_claim_evidence",
            "ru_claim_parts", "SecondLine", "second_line", "second_line_changes", "second_line_figure",
-           "verdict_table", "verdicts_text", "cifar_weights_words", "second_line_conditions",
+           "verdict_table", "verdicts_text", "second_line_conditions",
            "second_line_evidence", "second_line_data_text"]
 
 
@@ -81,19 +80,6 @@ def network_table(P: Profile, nets: Nets, labels: Mapping[float, str], eval_set:
                          "retraining epochs": P.compression.retrain.epochs if pr else 0,
                          "test accuracy": trained.accuracy(eval_set), "weights": trained.key})
     return pd.DataFrame(net_rows)
-
-
-def bird_images(P: Profile, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``n`` test images cropped by the profile's ``concentration_crop`` box, drawn in one seeded order,
-    keeping only those with a foreground and a background cell on the estimator's grid.
-
-    Returns:
-        ``(x [n, C, H, W], masks [n, H, W], image_ids [n])`` (``image_ids``: test-set indices).
-    """
-    cub_test = ex.cub_data(P, "test", crop=P.data.cub.concentration_crop)
-    xc, _, mc, picked = ex.images_where(
-        cub_test, n, lambda image, label, mask: has_object_and_background(mask, P.estimator.grid), seed=P.seed)
-    return xc, mc, picked
 
 
 def measured_layers(P: Profile, model: torch.nn.Module) -> tuple[list[str], list[str]]:
@@ -585,12 +571,6 @@ def verdict_table(verdicts: Mapping[str, Verdict]) -> pd.DataFrame:
                           "images": v.n_units, "verdict": v.verdict} for n, v in verdicts.items()])
 
 
-def cifar_weights_words(P: Profile) -> str:
-    """Where the CIFAR ResNet's weights come from, in words."""
-    return ("published weights" if P.networks.cifar.weights == "published"
-            else f"trained here, {P.training.cifar_resnet.epochs} epochs")
-
-
 def second_line_conditions(P: Profile, sl: SecondLine, accuracy_fraction: float, retained_fraction: float,
                            target_rel_tol: float) -> list[Condition]:
     """The setup conditions of the second line, checked with numbers.
@@ -609,7 +589,7 @@ def second_line_conditions(P: Profile, sl: SecondLine, accuracy_fraction: float,
         Condition("the paper's network and data", False,
                   f"ResNet-{SL.base_depth} on {P.data.cifar.dataset} (second line)", "VGG-16 on CUB-200-2011"),
         Condition(f"ResNet-{SL.base_depth} accuracy (original)", sl_orig >= accuracy_fraction * published,
-                  f"{sl_orig:.1%} ({cifar_weights_words(P)}, {P.data.cifar.dataset} test images)",
+                  f"{sl_orig:.1%} ({ex.cifar_weights_words(P)}, {P.data.cifar.dataset} test images)",
                   f"the published ResNet-{SL.base_depth}: {published:.1%} on official CIFAR-10"),
         Condition("accuracy kept by retraining", all(accuracy[n] >= retained_fraction * sl_orig for n in sl_pruned),
                   ", ".join(f"{n} {accuracy[n]:.1%}" for n in sl_pruned) + f" vs the original's {sl_orig:.1%} "
@@ -643,6 +623,6 @@ def second_line_data_text(P: Profile, sl: SecondLine) -> str:
     """The data, networks and sizes of the second-line claim, in words."""
     SL = P.second_line
     return (f"{P.data.cifar.dataset} test set, {sl.x.shape[0]} images; ResNet-{SL.base_depth} "
-            f"({cifar_weights_words(P)}) pruned to " + ", ".join(f"{a:.1%}" for _, _, a in sl.nets[1:])
+            f"({ex.cifar_weights_words(P)}) pruned to " + ", ".join(f"{a:.1%}" for _, _, a in sl.nets[1:])
             + f" of the conv + FC weights ({SL.retrain.epochs} retraining epochs per stage on "
             f"{len(ex.cifar_data(P, 'train'))} images); layers {', '.join(sl.layers)}")

@@ -483,12 +483,6 @@ def second_line_measure(sl_nets: Mapping[str, Trained], x: torch.Tensor, top_k: 
     return pd.DataFrame(sl_rows), pd.concat(sl_frames, ignore_index=True)
 
 
-def weights_words(profile: Profile) -> str:
-    """Where the CIFAR ResNets' weights come from, in words."""
-    return ("published weights" if profile.networks.cifar.weights == "published"
-            else f"trained here, {profile.training.cifar_resnet.epochs} epochs")
-
-
 def second_line_setup(profile: Profile, sl_nets: Mapping[str, Trained], table: pd.DataFrame, cid_frame: pd.DataFrame,
                       dataset: Dataset, *, n_images: int, top_k: int, accuracy_fraction: float,
                       min_reached: float) -> list[Condition]:
@@ -515,7 +509,7 @@ def second_line_setup(profile: Profile, sl_nets: Mapping[str, Trained], table: p
                   all(sl_nets[f"ResNet-{d}"].accuracy(dataset) >= accuracy_fraction * PUBLISHED_ACCURACY[d]
                       for d in depths),
                   ", ".join(f"ResNet-{d} {sl_nets[f'ResNet-{d}'].accuracy(dataset):.1%}" for d in depths)
-                  + f" ({weights_words(P)})",
+                  + f" ({ex.cifar_weights_words(P)})",
                   "published: " + ", ".join(f"ResNet-{d} {PUBLISHED_ACCURACY[d]:.1%}" for d in depths)),
         Condition("pairs reaching the boundary", lowest >= min_reached,
                   f"lowest {lowest:.0%} of {n_images} images x top-{top_k} targets",
@@ -546,5 +540,5 @@ def second_line_data(profile: Profile, sl_nets: Mapping[str, Trained], n_images:
     """The data line of the second line's claim: test set, images x targets, the nets and their weights."""
     P = profile
     return (f"{P.data.cifar.dataset} test set, {n_images} images x top-{top_k} wrong classes; "
-            + ", ".join(sl_nets) + f" ({weights_words(P)}; pruned stages retrained {P.second_line.retrain.epochs} "
+            + ", ".join(sl_nets) + f" ({ex.cifar_weights_words(P)}; pruned stages retrained {P.second_line.retrain.epochs} "
             "epochs each)")

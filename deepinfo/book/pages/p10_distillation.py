@@ -34,7 +34,7 @@ __all__ = ["accuracy_table", "cid_per_layer_image", "per_layer_mean", "cid_per_l
            "summary_table", "interval_text", "setup_conditions", "claim_numbers", "claim_detail", "claim_data",
            "teacher_label", "second_line_measure", "second_line_cid", "second_line_networks",
            "second_line_difference", "second_line_verdict",
-           "plot_second_line", "weights_words", "second_line_setup", "second_line_numbers", "second_line_detail",
+           "plot_second_line", "second_line_setup", "second_line_numbers", "second_line_detail",
            "second_line_data"]
 
 
@@ -345,12 +345,6 @@ def plot_second_line(frame: pd.DataFrame, layers: Sequence[str], n_images: int) 
     return fig
 
 
-def weights_words(P: Profile) -> str:
-    """Where the CIFAR teacher's weights come from, in words."""
-    return ("published weights" if P.networks.cifar.weights == "published"
-            else f"trained here, {P.training.cifar_resnet.epochs} epochs")
-
-
 def second_line_setup(P: Profile, accuracy: Mapping[str, float], students: Sequence[str], frame: pd.DataFrame, *,
                       fraction: float) -> list[Condition]:
     """The second line's setup, checked with numbers.
@@ -376,7 +370,7 @@ def second_line_setup(P: Profile, accuracy: Mapping[str, float], students: Seque
                   f"ResNet-{SL.teacher_depth} into ResNet-{SL.student_depth} on {P.data.cifar.dataset} (second line)",
                   "VGG-16 / ResNet-18 / ResNet-34 into AlexNet on CUB-200-2011"),
         Condition("teacher accuracy", accuracy[teacher] >= fraction * PUBLISHED_ACCURACY[SL.teacher_depth],
-                  f"{accuracy[teacher]:.1%} ({weights_words(P)}, {P.data.cifar.dataset} test images)",
+                  f"{accuracy[teacher]:.1%} ({ex.cifar_weights_words(P)}, {P.data.cifar.dataset} test images)",
                   f"the published ResNet-{SL.teacher_depth}: {PUBLISHED_ACCURACY[SL.teacher_depth]:.1%} on official "
                   "CIFAR-10"),
         Condition("student accuracy", all(accuracy[n] >= fraction * student_published for n in students),
@@ -405,6 +399,6 @@ def second_line_detail(verdict: Verdict) -> str:
 def second_line_data(P: Profile, n_images: int, layers: Sequence[str]) -> str:
     """The second line's data line: data set, images, teacher and student, the distillation loss, layers."""
     SL, D = P.second_line, P.distillation
-    return (f"{P.data.cifar.dataset}: CID on {n_images} test images; ResNet-{SL.teacher_depth} ({weights_words(P)}) "
+    return (f"{P.data.cifar.dataset}: CID on {n_images} test images; ResNet-{SL.teacher_depth} ({ex.cifar_weights_words(P)}) "
             f"distilled into ResNet-{SL.student_depth} (T = {D.temperature:g}, alpha = {D.alpha:g}) and its twin "
             f"trained alone, {SL.student_recipe.epochs} epochs each; layers {', '.join(layers)}")
