@@ -92,3 +92,14 @@ def test_levers_each_lower_the_paper_estimate():
     assert [extra for extra, _, _ in found[:-1]] == [extra for extra, _ in PL.LEVERS]
     assert all(total < base for _, _, total in found)
     assert found[-1][2] <= min(total for _, _, total in found[:-1])  # all together save the most
+
+
+def test_measured_cifar_training_throughput_replaces_the_flops_scaling():
+    costs = {"gpu": {"map_seconds_224": {}, "linear_seconds_224": {}, "train_images_per_second_224": {"resnet50": 1.0},
+                     "ru_factor": 10.0, "decoder_factor": 2.0, "pgd_factor": 17.0, "min_map_seconds": 0.0,
+                     "min_image_seconds": 0.0, "cifar_train_images_per_second": {"resnet20": 3000, "resnet56": 1000}}}
+    # mean throughput over the measured depths: 2 / (3000 + 1000) s per image; decoder images cost 2x
+    assert PL.gpu_seconds(PL.Work("train", "cifar", 4000, 32), costs) == pytest.approx(2.0)
+    assert PL.gpu_seconds(PL.Work("decoder", "cifar", 4000, 32), costs) == pytest.approx(4.0)
+    del costs["gpu"]["cifar_train_images_per_second"]  # FLOPs-scaled from the ResNet-50's 1 image/s
+    assert PL.gpu_seconds(PL.Work("train", "cifar", 1, 32), costs) == pytest.approx(0.041 / 4.1)

@@ -202,8 +202,12 @@ def gpu_seconds(work: Work, costs: dict) -> float:
     if work.kind in ("map", "linear", "ru"):
         table = g["linear_seconds_224"] if work.kind == "linear" else g["map_seconds_224"]
         per = max(g["min_map_seconds"], table[ref] * scale) * (g["ru_factor"] if work.kind == "ru" else 1.0)
+    elif work.arch == "cifar" and g.get("cifar_train_images_per_second"):  # measured at 32 px (measure_costs.py)
+        measured = g["cifar_train_images_per_second"]
+        per = (work.size / 32) ** 2 * len(measured) / sum(measured.values())
     else:
         per = max(g["min_image_seconds"], scale / g["train_images_per_second_224"][ref])
+    if work.kind not in ("map", "linear", "ru"):
         per *= {"decoder": g["decoder_factor"], "pgd": g["pgd_factor"]}.get(work.kind, 1.0)
     return work.count * per
 
