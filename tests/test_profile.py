@@ -253,3 +253,10 @@ def test_a_profile_that_requires_cuda_fails_at_once_without_it(monkeypatch):
     assert load_profile("smoke").torch_device() == torch.device("cpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert load_profile("paper").torch_device() == torch.device("cuda")
+
+
+def test_an_override_given_twice_takes_its_last_value():
+    from deepinfo.toolkit.profile import override_text
+
+    text = override_text("smoke", ["seed=1", "estimator.method=linear", "seed=7"])
+    assert text == 'extends = "smoke"\nseed = 7\nestimator.method = "linear"\n'

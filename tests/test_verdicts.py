@@ -198,3 +198,12 @@ def test_decide_if_none_gives_the_reason_instead_of_raising():
     assert v.verdict == INCONCLUSIVE and v.n_units == 0 and "every map off the constraint" in v.design
     with pytest.raises(ValueError, match="non-finite"):
         decide([np.nan, np.nan])
+
+
+def test_ratio_error_is_the_worst_distance_from_the_constraint():
+    from deepinfo.book.verdicts import ratio_error
+
+    # |0.9 - 1| = 0.1, |1.25 - 1| = 0.25 (the worst), NaN skipped; float32 stays float32
+    assert ratio_error([0.9, 1.25, float("nan"), 1.0]) == pytest.approx(0.25)
+    assert ratio_error(np.array([1.5, 0.75], dtype=np.float32)).dtype == np.float32
+    assert math.isnan(ratio_error([]))

@@ -20,8 +20,6 @@ builders each notebook and its page module call.
 from __future__ import annotations
 
 import argparse
-import shutil
-import subprocess
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -63,12 +61,12 @@ class Shared:
     after: tuple[str, ...] = ()
 
 
-def _decoders(p: Profile, trained: Callable[[], ex.Trained], prefix: str = "") -> None:
-    """Page 02's RU decoders of one CIFAR network: one per layer its ``decoder.layers`` picks."""
+def _decoders(p: Profile, trained: Callable[[], ex.Trained], depth: int, prefix: str = "") -> None:
+    """Page 02's RU decoders of one CIFAR ResNet-``depth`` (a classifier, or an auto-encoder whose
+    trunk sits under ``prefix``): one per layer its ``decoder.layers`` picks."""
     net = trained()
     train = ex.cifar_data(p, "train")
-    arch = net.name.removesuffix("-ae")
-    for layer in ex.decoder_layers(p, net.model, ex.layers_for(p, arch, net.model, prefix=prefix)):
+    for layer in ex.decoder_layers(p, net.model, ex.layers_for(p, f"resnet{depth}", net.model, prefix=prefix)):
         ex.trained_decoder(p, net, layer, train, progress=True)
 
 
@@ -83,10 +81,10 @@ def shared(profile) -> dict[str, Shared]:
         classifier = lambda d=d: ex.cifar_resnet_model(p, d)  # noqa: E731
         autoencoder = lambda d=d: ex.cifar_autoencoder_model(p, d)  # noqa: E731
         out += [Shared(f"resnet{d}-ae", "cifar_autoencoder", autoencoder),
-                Shared(f"resnet{d}-decoders", "cifar_decoders", lambda c=classifier: _decoders(p, c),
+                Shared(f"resnet{d}-decoders", "cifar_decoders", lambda c=classifier, d=d: _decoders(p, c, d),
                        after=(f"resnet{d}",)),
                 Shared(f"resnet{d}-ae-decoders", "cifar_decoders",
-                       lambda a=autoencoder: _decoders(p, a, prefix="encoder."), after=(f"resnet{d}-ae",))]
+                       lambda a=autoencoder, d=d: _decoders(p, a, d, prefix="encoder."), after=(f"resnet{d}-ae",))]
     archs = list(dict.fromkeys([*p.networks.cub.archs, p.compression.arch]))
     for arch in archs:
         out.append(Shared(f"cub-{arch}", "cub", lambda a=arch: ex.cub_model(p, a)))
@@ -101,15 +99,6 @@ def needed_by(profile, page: str) -> list[str]:
     """The shared artifacts ``page`` (a notebook stem) waits for, in build order."""
     kinds = USES.get(page, ())
     return [s.name for s in shared(profile).values() if s.kind in kinds]
-
-
-def _gpu_count() -> int:
-    """GPUs on this machine, from ``nvidia-smi -L`` (torch would fix the visible devices too early)."""
-    exe = shutil.which("nvidia-smi")
-    if exe is None:
-        return 0
-    out = subprocess.run([exe, "-L"], capture_output=True, text=True)
-    return sum(line.startswith("GPU ") for line in out.stdout.splitlines()) if out.returncode == 0 else 0
 
 
 def main(argv=None) -> None:
@@ -128,7 +117,7 @@ def main(argv=None) -> None:
         raise SystemExit(f"no shared artifact {unknown} in profile {args.profile!r}; there are: {', '.join(items)}")
     from deepinfo.book.reproduce import gpu_slot
 
-    with gpu_slot(_gpu_count()):  # one GPU of its own, as a notebook job has
+    with gpu_slot():  # one GPU of its own, as a notebook job has
         for name in args.names:
             print(f"{name}: building (or loading from the cache) ...", flush=True)
             items[name].build()

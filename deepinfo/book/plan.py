@@ -22,6 +22,7 @@ from pathlib import Path
 from collections import defaultdict
 from dataclasses import dataclass
 
+from deepinfo.book.networks import needed_by, shared
 from deepinfo.paths import repo_root
 from deepinfo.toolkit.data import check
 from deepinfo.toolkit.profile import PROFILES, Profile, load_profile, override_text
@@ -69,8 +70,6 @@ def _layers(p: Profile, arch: str, spec: str | None = None) -> int:
 def workload(p: Profile) -> dict[str, list[Work]]:
     """The work of each job of profile ``p``: the shared networks' jobs (:mod:`deepinfo.book.networks`,
     by name) and the notebooks (by stem); a network only one notebook uses is trained by it."""
-    from deepinfo.book.networks import shared
-
     jobs = set(shared(p))
     n, L, cub, cif = p.estimator.n_images, (lambda a: _layers(p, a)), p.data.cub.image_size, p.data.cifar.image_size
     R = L if p.decoder.layers == "same" else (lambda a: _layers(p, a, "stages"))  # layers with an RU decoder
@@ -202,12 +201,12 @@ def gpu_seconds(work: Work, costs: dict) -> float:
     if work.kind in ("map", "linear", "ru"):
         table = g["linear_seconds_224"] if work.kind == "linear" else g["map_seconds_224"]
         per = max(g["min_map_seconds"], table[ref] * scale) * (g["ru_factor"] if work.kind == "ru" else 1.0)
-    elif work.arch == "cifar" and g.get("cifar_train_images_per_second"):  # measured at 32 px (measure_costs.py)
-        measured = g["cifar_train_images_per_second"]
-        per = (work.size / 32) ** 2 * len(measured) / sum(measured.values())
     else:
-        per = max(g["min_image_seconds"], scale / g["train_images_per_second_224"][ref])
-    if work.kind not in ("map", "linear", "ru"):
+        measured = g.get("cifar_train_images_per_second") if work.arch == "cifar" else None
+        if measured:  # measured at 32 px (benchmarks/measure_costs.py)
+            per = (work.size / 32) ** 2 * len(measured) / sum(measured.values())
+        else:
+            per = max(g["min_image_seconds"], scale / g["train_images_per_second_224"][ref])
         per *= {"decoder": g["decoder_factor"], "pgd": g["pgd_factor"]}.get(work.kind, 1.0)
     return work.count * per
 
@@ -224,8 +223,6 @@ def estimate(p: Profile, device: str, costs: dict) -> tuple[dict[str, float | No
             return {nb: None for nb in names}, (f"no measured run of profile {p.name!r} on a CPU: no estimate "
                                                 "(the GPU costs do not carry over)")
         return {nb: measured.get(nb) for nb in names}, f"measured notebook times: {costs['cpu']['source']}"
-    from deepinfo.book.networks import shared
-
     work = workload(p)
     g = costs["gpu"]
     jobs = [n for n in shared(p) if n in work] + names  # the shared networks' jobs, then the notebooks
@@ -244,8 +241,6 @@ def estimate(p: Profile, device: str, costs: dict) -> tuple[dict[str, float | No
 def longest_chain(p: Profile, seconds: dict[str, float | None]) -> float:
     """The longest run of jobs that must follow each other (a notebook after the networks it reads,
     a network after those it is built from): no number of GPUs finishes sooner."""
-    from deepinfo.book.networks import needed_by, shared
-
     items = shared(p)
 
     def chain(name: str) -> float:
@@ -268,11 +263,9 @@ LEVERS = (
 
 
 def what_if(profile: str, sets: list[str]) -> Profile:
-    """``profile`` (a name or a .toml path) with the dotted overrides ``sets`` (``key=value``; a key
-    given twice takes its last value), loaded."""
+    """``profile`` (a name or a .toml path) with the dotted overrides ``sets``
+    (:func:`~deepinfo.toolkit.profile.override_text`), loaded."""
     import tempfile
-
-    sets = list({item.split("=", 1)[0].strip(): item for item in sets}.values())
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "what-if.toml"
@@ -339,8 +332,9 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\njobs, in order (estimated time on the {device}):")
     seconds, basis = estimate(p, device, costs) if costs else ({}, "no benchmarks/costs.toml: no estimate")
-    for nb, s in seconds.items():
-        print(f"  {nb if nb[:2].isdigit() or nb == 'scoreboard' else 'network ' + nb:<30} {_minutes(s):>9}")
+    networks = set(shared(p))
+    for job, s in seconds.items():
+        print(f"  {'network ' + job if job in networks else job:<30} {_minutes(s):>9}")
     print(f"  {'book':<30} {'< 1 min':>9}")
     known = [s for s in seconds.values() if s is not None]
     total = sum(known)

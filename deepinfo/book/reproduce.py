@@ -208,6 +208,16 @@ def _profile_argument(profile: str) -> str:
     return str(path.resolve()) if path.suffix == ".toml" and path.is_file() else profile
 
 
+def gpu_count() -> int:
+    """GPUs on this machine, from ``nvidia-smi -L``: asking torch would initialise CUDA in this
+    process before :func:`gpu_slot` chose the device it may see."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return 0
+    out = subprocess.run([exe, "-L"], capture_output=True, text=True)
+    return sum(line.startswith("GPU ") for line in out.stdout.splitlines()) if out.returncode == 0 else 0
+
+
 @contextlib.contextmanager
 def gpu_slot(count: int | None = None, folder: Path | None = None):
     """Hold one of the machine's GPUs for one notebook: the first whose lock file
@@ -218,9 +228,7 @@ def gpu_slot(count: int | None = None, folder: Path | None = None):
     import fcntl
 
     if count is None:
-        import torch
-
-        count = torch.cuda.device_count()
+        count = gpu_count()
     if count < 2 or os.environ.get("CUDA_VISIBLE_DEVICES"):
         yield None
         return

@@ -418,6 +418,14 @@ def constraint_condition(ratios, tol: float, *, min_share: float = 0.9) -> Condi
                      "every map (the paper's fairness argument)")
 
 
+def ratio_error(ratios):
+    """The largest ``|r - 1|`` of maps' achieved ratios ``r`` (NaN skipped; NaN for none), a scalar
+    of the ratios' dtype: how far the worst map is from the constraint."""
+    import pandas as pd
+
+    return (pd.Series(ratios) - 1).abs().max()
+
+
 def on_constraint(ratios, tol: float) -> np.ndarray:
     """Boolean mask of the maps whose achieved ratio is within ``tol`` of 1 (finite)."""
     r = np.asarray(ratios, dtype=float)

@@ -727,9 +727,10 @@ def override_text(base: str, assignments: list[str]) -> str:
     ``["estimator.batch_size=64", "estimator.n_images.layer_curves=32"]``.
 
     Values are TOML (``64``, ``1e-4``, ``true``, ``[0.5, 0.25]``, ``"vgg16"``); a value that is
-    not TOML is taken as a string (``estimator.method=linear``).
+    not TOML is taken as a string (``estimator.method=linear``). A key given twice takes its last
+    value.
     """
-    lines = [f"extends = {json.dumps(str(base))}"]
+    values: dict[str, str] = {}
     for item in assignments:
         key, sep, value = item.partition("=")
         key, value = key.strip(), value.strip()
@@ -741,8 +742,8 @@ def override_text(base: str, assignments: list[str]) -> str:
             tomllib.loads(f"v = {value}")
         except tomllib.TOMLDecodeError:
             value = json.dumps(value)
-        lines.append(f"{key} = {value}")
-    return "\n".join(lines) + "\n"
+        values[key] = value
+    return "\n".join([f"extends = {json.dumps(str(base))}", *(f"{k} = {v}" for k, v in values.items())]) + "\n"
 
 
 def load_profile(name_or_path: str | os.PathLike | Profile) -> Profile:

@@ -39,7 +39,7 @@ from deepinfo.book import experiments as ex
 from deepinfo.book import layer_curves as lc
 from deepinfo.book.experiments import Trained
 from deepinfo.book.verdicts import (Condition, accuracy_condition, constraint_condition, correlation, decide,
-                                    on_constraint, undecidable)
+                                    on_constraint, ratio_error, undecidable)
 
 __all__ = ["TASKS", "TREND_WORDS", "cifar_networks", "network_table", "resnet_layers", "measure_cid",
            "cid_layer_means", "measure_ru", "ru_layer_means", "plot_cid_ru_curves", "last_layer_values",
@@ -129,16 +129,11 @@ def measure_cid(profile: Profile, classifiers: Mapping[int, Trained], autoencode
     return cid_df, cid_layer_means(cid_df)
 
 
-def _max_ratio_error(r: pd.Series) -> float:
-    """The largest ``|r - 1|`` of a group of maps."""
-    return (r - 1).abs().max()
-
-
 def cid_layer_means(cid_df: pd.DataFrame) -> pd.DataFrame:
     """Per (network, depth, task, layer, position): ``cid`` (mean over images, nats), ``cid_sd``
     (their standard deviation) and ``max_ratio_error`` (largest ``|r - 1|`` of the layer's maps)."""
     return (cid_df.groupby(["network", "depth", "task", "layer", "position"], as_index=False)
-            .agg(cid=("value", "mean"), cid_sd=("value", "std"), max_ratio_error=("constraint", _max_ratio_error)))
+            .agg(cid=("value", "mean"), cid_sd=("value", "std"), max_ratio_error=("constraint", ratio_error)))
 
 
 def measure_ru(profile: Profile, classifiers: Mapping[int, Trained], autoencoders: Mapping[int, Trained],
@@ -181,7 +176,7 @@ def ru_layer_means(ru_df: pd.DataFrame) -> pd.DataFrame:
     ``decoder_mse`` (the layer's decoder) and ``max_ratio_error`` (largest ``|r - 1|``)."""
     return (ru_df.groupby(["network", "depth", "task", "layer", "position"], as_index=False)
             .agg(ru=("value", "mean"), ru_sd=("value", "std"), decoder_mse=("decoder_mse", "first"),
-                 max_ratio_error=("constraint", _max_ratio_error)))
+                 max_ratio_error=("constraint", ratio_error)))
 
 
 def plot_cid_ru_curves(cid_df: pd.DataFrame, ru_df: pd.DataFrame, depths: Sequence[int], n_images: int) -> Figure:

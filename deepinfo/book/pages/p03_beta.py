@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from deepinfo.book.verdicts import Verdict, correlation, on_constraint
+from deepinfo.book.verdicts import Verdict, correlation, on_constraint, ratio_error
 
 __all__ = ["beta_frame", "mean_per_block", "plot_cid_per_beta", "slope_per_block", "cid_by_block",
            "smallest_beta_step", "depth_rank_correlations", "depth_trend_summary", "rows_on_constraint",
@@ -57,7 +57,7 @@ def mean_per_block(cid_df: pd.DataFrame) -> pd.DataFrame:
     """
     return (cid_df.groupby(["beta", "block", "layer"], as_index=False)
             .agg(cid=("value", "mean"), cid_sd=("value", "std"),
-                 max_ratio_error=("constraint", lambda r: (r - 1).abs().max()), capped_cells=("n_capped", "sum")))
+                 max_ratio_error=("constraint", ratio_error), capped_cells=("n_capped", "sum")))
 
 
 def plot_cid_per_beta(cid_df: pd.DataFrame, cid_mean: pd.DataFrame, depth: int, n_images: int, rate: float,

@@ -29,7 +29,7 @@ from deepinfo.book import experiments as ex
 from deepinfo.book.experiments import Trained
 from deepinfo.book.layer_curves import change_from_original, paired_change
 from deepinfo.book.verdicts import (Condition, Verdict, combine, constraint_condition, decide, on_constraint,
-                                    undecidable)
+                                    ratio_error, undecidable)
 from deepinfo.decoder import reconstruction_mse
 from deepinfo.models import PUBLISHED_ACCURACY, resolve_layers
 from deepinfo.plotting import overlay
@@ -128,11 +128,7 @@ def cid_per_layer(P: Profile, nets: Nets, labels: Mapping[float, str], x: torch.
 def largest_ratio_error(*frames: pd.DataFrame) -> float:
     """The largest ``|r - 1|`` over the achieved ratios (column ``constraint``) of the frames' rows;
     empty frames (e.g. no RU measured) are skipped."""
-    worst = float((frames[0]["constraint"] - 1).abs().max())
-    for frame in frames[1:]:
-        if not frame.empty:
-            worst = max(worst, float((frame["constraint"] - 1).abs().max()))
-    return worst
+    return max(float(ratio_error(frame["constraint"])) for i, frame in enumerate(frames) if i == 0 or not frame.empty)
 
 
 def layer_means(cid_df: pd.DataFrame) -> pd.DataFrame:
